@@ -1,0 +1,133 @@
+"""Recipe configuration: YAML validated by pydantic; unknown keys and bad values fail at start-up.
+
+``--set a.b=c`` overrides a key before validation; the value is parsed as YAML. Inside
+``pipeline`` an operator is addressed by name (``pipeline.language.threshold=0.7``) or index.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from operators.registry import MODULES, operator_class
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(Strict):
+    paths: list[str] = Field(default_factory=list, description="paths, globs or s3:// URIs")
+    crawl: str | None = Field(None, description="a crawl id like CC-MAIN-2024-22")
+    format: Literal["warc", "wet"] = Field("warc", description="which listing a crawl id resolves to")
+    limit: int | None = Field(None, ge=1)
+    shards: str | None = Field(None, pattern=r"^\d*:\d*$", description="start:stop slice of the list")
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, value):
+        return value.split() if isinstance(value, str) else value
+
+
+class StorageConfig(Strict):
+    endpoint_url: str | None = None
+    region: str | None = None
+    anonymous: bool | None = Field(None, description="default: anonymous for s3://commoncrawl only")
+
+
+class OutputConfig(Strict):
+    root: str = "./output"
+    run: str | None = Field(None, description="default: the recipe name")
+    rejected: bool = True
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="default: RAY_ADDRESS, else a local Ray")
+    workers: int | None = Field(None, ge=1, description="shards processed at once; default: all CPUs")
+    batch_size: int = Field(256, ge=1, description="documents per Arrow batch")
+
+
+class Recipe(Strict):
+    name: str
+    mode: Literal["filter", "annotate"] = "filter"
+    input: InputConfig = Field(default_factory=InputConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    pipeline: list[dict[str, dict[str, Any] | None]]
+
+    @field_validator("pipeline")
+    @classmethod
+    def _operators(cls, steps):
+        checked = []
+        for i, step in enumerate(steps):
+            if len(step) != 1:
+                raise ValueError(f"pipeline[{i}] must be one operator name mapped to its parameters")
+            (name, params), = step.items()
+            if name not in MODULES:
+                raise ValueError(f"pipeline[{i}]: unknown operator {name!r}; known: {', '.join(MODULES)}")
+            try:
+                params = operator_class(name).Params(**(params or {})).model_dump()
+            except ValidationError as err:
+                problems = "; ".join(f"pipeline.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                     for e in err.errors())
+                raise ValueError(problems) from None
+            checked.append({name: params})
+        if "extract" not in [next(iter(s)) for s in checked]:
+            raise ValueError("pipeline: an 'extract' step is required (it also passes WET text through)")
+        return checked
+
+    @property
+    def steps(self) -> list[tuple[str, dict]]:
+        return [next(iter(step.items())) for step in self.pipeline]
+
+    def operator_params(self, name: str) -> dict:
+        return dict(self.steps)[name]
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``a.b=c`` override to the raw recipe dict."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set {assignment!r}: expected key=value")
+    parts = key.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: depth + 1]))
+    last = parts[-1]
+    if isinstance(node, list):
+        raise ValueError(f"--set {key}: cannot replace a pipeline step whole; set one of its parameters")
+    node[last] = yaml.safe_load(value) if value else None
+
+
+def _child(node: Any, part: str, where: str) -> Any:
+    if isinstance(node, list):
+        if re.fullmatch(r"\d+", part):
+            step = node[int(part)]
+            return step[next(iter(step))]
+        for step in node:
+            if part in step:
+                if step[part] is None:
+                    step[part] = {}
+                return step[part]
+        raise ValueError(f"--set {where}: no pipeline step named {part!r}")
+    if not isinstance(node, dict):
+        raise ValueError(f"--set {where}: {where.rsplit('.', 1)[0]} is not a mapping")
+    return node.setdefault(part, {})
+
+
+def load_recipe(path: str, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; raise ValueError naming the bad key."""
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ValueError(f"invalid recipe {path}:\n  " + "\n  ".join(lines)) from None

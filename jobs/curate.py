@@ -1,0 +1,172 @@
+"""Curation job: WARC/WET shards -> extraction -> language id -> heuristic filters -> Parquet.
+
+    python -m jobs.curate --config jobs/recipes/fineweb.yaml [--set key=value ...]
+
+Each input shard is one Ray Data row handled by one worker actor (read, extract, filter, write):
+a shard's output is written whole, and its ledger entry last, so a re-run skips finished shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+
+from jobs.config import Recipe, load_recipe
+from operators.io.layout import Layout
+from operators.io.listing import resolve_inputs, shard_names
+from operators.io.shard import process_shard
+from operators.io.storage import Storage
+from operators.pipeline import Chain
+from operators.registry import build, operator_class
+from operators.schema import DOCUMENT_FIELDS, output_schema
+
+STAGE = "filter"
+READ_COLUMNS = ("id", "url", "crawl", "date", "source", "source_offset",
+                "raw_html", "raw_content_type", "raw_length")
+log = logging.getLogger("cc_refinery.curate")
+
+
+def check_columns(recipe: Recipe) -> dict[str, pa.DataType]:
+    """Check each step's needed columns exist before it; return the signal columns the run adds."""
+    available = set(READ_COLUMNS)
+    signals: dict[str, pa.DataType] = {}
+    document = {f.name for f in DOCUMENT_FIELDS}
+    for name, _ in recipe.steps:
+        cls = operator_class(name)
+        missing = [c for c in cls.needs if c not in available]
+        if missing:
+            raise ValueError(f"pipeline.{name} needs column(s) {missing}, which no earlier step provides")
+        available |= set(cls.adds)
+        available -= set(cls.drops)
+        signals.update({c: t for c, t in cls.adds.items() if c not in document})
+    return signals
+
+
+def storage_of(recipe: Recipe) -> Storage:
+    return Storage(**recipe.storage.model_dump())
+
+
+def layout_of(recipe: Recipe) -> Layout:
+    return Layout(recipe.output.root, recipe.output.run or recipe.name, STAGE)
+
+
+class ShardWorker:
+    """A Ray actor that loads the operators (and models) once and processes whole shards."""
+
+    def __init__(self, recipe: dict):
+        self.recipe = Recipe.model_validate(recipe)
+        self.storage = storage_of(self.recipe)
+        self.operators = [build(name, params, self.storage) for name, params in self.recipe.steps]
+        self.schema = output_schema(check_columns(self.recipe))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        entries = []
+        for uri, shard in zip(batch["uri"], batch["shard"]):
+            try:
+                entry = process_shard(
+                    str(uri), str(shard), Chain(self.operators, self.recipe.mode), self.schema,
+                    self.storage, layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
+                    max_bytes=self.recipe.operator_params("extract")["max_bytes"],
+                    keep_rejected=self.recipe.output.rejected,
+                    compression=self.recipe.output.compression)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)
+                entry = {"shard": str(shard), "source": str(uri), "error": f"{type(err).__name__}: {err}"}
+            entries.append(json.dumps(entry))
+        return {"entry": entries}
+
+
+def aggregate(entries: list[dict]) -> dict:
+    """Sum ledger entries into the stage's ``_stats.json``."""
+    operators: dict[str, dict] = {}
+    read, rows = Counter(), Counter()
+    for entry in entries:
+        read.update(entry["read"])
+        rows.update(entry["rows"])
+        for name, s in entry["operators"].items():
+            total = operators.setdefault(name, {"in": 0, "out": 0, "dropped": Counter(),
+                                                "bytes_in": 0, "seconds": 0.0})
+            for key in ("in", "out", "bytes_in", "seconds"):
+                total[key] += s[key]
+            total["dropped"].update(s["dropped"])
+    for total in operators.values():
+        total["dropped"] = dict(sorted(total["dropped"].items()))
+        total["seconds"] = round(total["seconds"], 3)
+        total["docs_per_s"] = round(total["in"] / total["seconds"], 1) if total["seconds"] else None
+    return {
+        "shards": len(entries),
+        "rows": dict(rows),
+        "read": dict(sorted(read.items())),
+        "bytes_read": sum(e["bytes_read"] for e in entries),
+        "seconds": round(sum(e["seconds"] for e in entries), 3),
+        "operators": operators,
+    }
+
+
+def run(recipe: Recipe) -> dict:
+    """Run the job; return the stage stats. Raises if any shard failed (after the others finish)."""
+    import ray
+
+    check_columns(recipe)
+    storage, layout = storage_of(recipe), layout_of(recipe)
+    uris = resolve_inputs(storage, recipe.input.paths, recipe.input.crawl, recipe.input.format,
+                          recipe.input.shards, recipe.input.limit)
+    names = shard_names(uris)
+    done = {n.removesuffix(".json") for n in storage.listdir(layout.ledger_dir)}
+    todo = [{"uri": uri, "shard": name} for name, uri in names.items() if name not in done]
+    log.info("%d shards: %d done before, %d to do", len(names), len(names) - len(todo), len(todo))
+    started = time.time()
+    failed = []
+    if todo:
+        ray.init(address=recipe.ray.address, ignore_reinit_error=True, log_to_driver=False)
+        workers = min(recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1)), len(todo))
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"recipe": recipe.model_dump()},
+                            batch_size=1, concurrency=workers, num_cpus=1)
+        for row in ds.iter_rows():
+            entry = json.loads(row["entry"])
+            if "error" in entry:
+                failed.append(entry)
+                log.error("shard %s failed: %s", entry["shard"], entry["error"])
+            else:
+                log.info("shard %s: %s rows kept in %.1fs", entry["shard"], entry["rows"]["data"],
+                         entry["seconds"])
+    entries = [json.loads(storage.read_bytes(layout.ledger(name))) for name in names
+               if storage.exists(layout.ledger(name))]
+    stats = aggregate(entries)
+    stats.update(run=layout.run, mode=recipe.mode, wall_seconds=round(time.time() - started, 3),
+                 failed=[{"shard": e["shard"], "error": e["error"]} for e in failed])
+    storage.write_text(layout.stats, json.dumps(stats, indent=1))
+    if failed:
+        raise RuntimeError(f"{len(failed)} shard(s) failed: {', '.join(e['shard'] for e in failed)}")
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.curate", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="recipe YAML (jobs/recipes/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. input.limit=2")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(message)s")
+    try:
+        recipe = load_recipe(args.config, args.set)
+        stats = run(recipe)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: stats[k] for k in ("shards", "rows", "wall_seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

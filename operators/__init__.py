@@ -1,0 +1,1 @@
+"""cc-refinery operators: engine-free functions and classes over pyarrow tables."""

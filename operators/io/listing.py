@@ -1,0 +1,73 @@
+"""Resolve a recipe's input to the ordered list of shard URIs, and name each shard."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+
+from operators.io.storage import Storage, join
+
+CC_ROOT = "s3://commoncrawl/crawl-data"
+CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
+SHARD_SUFFIXES = (".gz",)
+
+
+def crawl_listing(storage: Storage, crawl: str, fmt: str) -> list[str]:
+    """Shard URIs of a Common Crawl crawl, from its ``warc.paths.gz`` / ``wet.paths.gz``."""
+    if not CRAWL_RE.fullmatch(crawl):
+        raise ValueError(f"input.crawl: {crawl!r} is not a crawl id like CC-MAIN-2024-22")
+    raw = storage.read_bytes(join(CC_ROOT, crawl, f"{fmt}.paths.gz"))
+    lines = gzip.GzipFile(fileobj=io.BytesIO(raw)).read().decode().split()
+    return [join("s3://commoncrawl", line) for line in lines]
+
+
+def parse_slice(spec: str | None) -> slice:
+    """``"start:stop"`` (either side optional) as a slice."""
+    if not spec:
+        return slice(None)
+    start, sep, stop = spec.partition(":")
+    if not sep:
+        raise ValueError(f"input.shards: {spec!r} is not start:stop")
+    return slice(int(start) if start else None, int(stop) if stop else None)
+
+
+def resolve_inputs(storage: Storage, paths: list[str], crawl: str | None, fmt: str,
+                   shards: str | None, limit: int | None) -> list[str]:
+    """Expand globs or a crawl id, then apply ``shards`` and ``limit``; raise if nothing matches."""
+    if crawl:
+        uris = crawl_listing(storage, crawl, fmt)
+    else:
+        uris = []
+        for pattern in paths:
+            found = storage.list(pattern)
+            if not found:
+                raise FileNotFoundError(f"input.paths: nothing matches {pattern!r}")
+            uris += found
+    uris = uris[parse_slice(shards)]
+    return uris[:limit] if limit is not None else uris
+
+
+def shard_name(uri: str) -> str:
+    """The file's base name less ``.gz`` (``x.warc`` and ``x.warc.wet`` stay apart): the shard's key."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in SHARD_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def shard_names(uris: list[str]) -> dict[str, str]:
+    """Map shard name to URI; two inputs with the same name would overwrite each other, so refuse."""
+    names: dict[str, str] = {}
+    for uri in uris:
+        name = shard_name(uri)
+        if name in names:
+            raise ValueError(f"input: {names[name]} and {uri} share the shard name {name!r}")
+        names[name] = uri
+    return names
+
+
+def crawl_of(uri: str) -> str | None:
+    match = CRAWL_RE.search(uri)
+    return match.group(0) if match else None

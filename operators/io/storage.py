@@ -1,0 +1,169 @@
+"""Object-storage access: streaming reads (smart-open + boto3) and atomic writes (pyarrow.fs).
+
+``s3://`` URIs and local paths are handled alike. Common Crawl's public bucket is read
+anonymously over its HTTPS mirror (``data.commoncrawl.org``) when no credentials are wanted,
+since the bucket refuses unsigned S3 requests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from typing import IO
+from urllib.parse import urlparse
+
+import boto3
+import pyarrow.fs as pafs
+import smart_open
+from botocore import UNSIGNED
+from botocore.config import Config as BotoConfig
+
+CC_BUCKET = "commoncrawl"
+CC_HTTPS = "https://data.commoncrawl.org/"
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def discard(path: str) -> None:
+    """Remove a local staging file if it is still there."""
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where and how to reach object storage; picklable, so it travels to Ray workers."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    anonymous: bool | None = None  # None: anonymous for the public Common Crawl bucket only
+
+    def _anonymous_for(self, uri: str) -> bool:
+        if self.anonymous is not None:
+            return self.anonymous
+        return is_s3(uri) and split_s3(uri)[0] == CC_BUCKET and self.endpoint_url is None
+
+    @cached_property
+    def _client(self):
+        return self._make_client(signed=True)
+
+    @cached_property
+    def _unsigned_client(self):
+        return self._make_client(signed=False)
+
+    def _make_client(self, signed: bool):
+        config = BotoConfig(retries={"mode": "adaptive", "max_attempts": 10},
+                            signature_version=None if signed else UNSIGNED)
+        return boto3.client("s3", endpoint_url=self.endpoint_url or None, region_name=self.region,
+                            config=config)
+
+    def open_read(self, uri: str) -> IO[bytes]:
+        """A streaming binary reader; nothing is downloaded to disk first."""
+        if not is_s3(uri):
+            return open(uri, "rb")
+        if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+            return smart_open.open(CC_HTTPS + split_s3(uri)[1], "rb", compression="disable")
+        client = self._unsigned_client if self._anonymous_for(uri) else self._client
+        return smart_open.open(uri, "rb", compression="disable", transport_params={"client": client})
+
+    def list(self, pattern: str) -> list[str]:
+        """Expand a glob (``*``, ``?``, ``[]``) over local paths or an S3 prefix, sorted."""
+        if not is_s3(pattern):
+            return sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not glob.has_magic(pattern):
+            return [pattern]
+        bucket, key = split_s3(pattern)
+        prefix = key[: min(key.find(c) for c in "*?[" if c in key)]
+        client = self._unsigned_client if self._anonymous_for(pattern) else self._client
+        found = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])
+                      if fnmatch.fnmatchcase(o["Key"], key)]
+        return sorted(found)
+
+    @cached_property
+    def _s3fs(self) -> pafs.S3FileSystem:
+        kwargs = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10)}
+        if self.endpoint_url:
+            parsed = urlparse(self.endpoint_url)
+            kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+        if self.region:
+            kwargs["region"] = self.region
+        return pafs.S3FileSystem(**kwargs)
+
+    def filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """The pyarrow filesystem and in-filesystem path for writing ``uri``."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            return self._s3fs, f"{bucket}/{key}"
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self.filesystem(uri)
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_bytes(self, uri: str) -> bytes:
+        with self.open_read(uri) as f:
+            return f.read()
+
+    def staging_path(self, uri: str) -> str:
+        """A local file to write ``uri``'s content to before :meth:`commit` publishes it."""
+        if is_s3(uri):
+            fd, path = tempfile.mkstemp(prefix="cc-refinery-", suffix=".part")
+            os.close(fd)
+            return path
+        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+        return f"{uri}.tmp-{uuid.uuid4().hex}"
+
+    def commit(self, staging: str, uri: str) -> None:
+        """Publish a staged file whole: a local rename, or an S3 upload that is visible only once complete."""
+        try:
+            if is_s3(uri):
+                fs, path = self.filesystem(uri)
+                with open(staging, "rb") as src, fs.open_output_stream(path) as out:
+                    shutil.copyfileobj(src, out, 8 << 20)
+            else:
+                os.replace(staging, uri)
+        finally:
+            discard(staging)
+
+    def write_atomic(self, uri: str, write) -> None:
+        """Call ``write(binary_file)`` so that ``uri`` appears whole or not at all."""
+        staging = self.staging_path(uri)
+        try:
+            with open(staging, "wb") as out:
+                write(out)
+        except BaseException:
+            discard(staging)
+            raise
+        self.commit(staging, uri)
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.write_atomic(uri, lambda out: out.write(text.encode()))
+
+    def delete(self, uri: str) -> None:
+        fs, path = self.filesystem(uri)
+        fs.delete_file(path)
+
+    def listdir(self, uri: str) -> list[str]:
+        """Base names of the files directly under ``uri`` (empty if it does not exist)."""
+        fs, path = self.filesystem(uri)
+        infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
