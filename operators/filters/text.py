@@ -71,7 +71,7 @@ _INFIXES = _ELLIPSES + [
     rf"(?<=[{_ALPHA}0-9])(?:{_alt(_HYPHENS)})(?=[{_ALPHA}])",
     rf"(?<=[{_ALPHA}0-9])[:<>=/](?=[{_ALPHA}])",
 ]
-_prefix = regex.compile("|".join("^" + p for p in _PREFIXES)).search
+_prefix = regex.compile("|".join(_PREFIXES)).match
 _suffix = regex.compile("|".join(p + "$" for p in _SUFFIXES)).search
 _infixes = regex.compile("|".join(_INFIXES)).finditer
 _url = regex.compile(
@@ -79,6 +79,22 @@ _url = regex.compile(
     r"(?:\d{1,3}(?:\.\d{1,3}){3}|(?:(?:[A-Za-z0-9\u00a1-\uffff][A-Za-z0-9\u00a1-\uffff_-]{0,62})?"
     rf"[A-Za-z0-9\u00a1-\uffff]\.)+[{_LOWER}]{{2,63}})(?::\d{{2,5}})?(?:[/?#]\S*)?"
 ).fullmatch
+
+
+_DIGITS = frozenset("0123456789")
+
+
+def _suffix_len(s: str) -> int:
+    """Length of the leftmost-starting suffix match; only a run of dots can be longer than 4 chars."""
+    if not s:
+        return 0
+    if s.endswith(".."):
+        return len(s) - len(s.rstrip("."))
+    last, tail = s[-1], s[-6:]
+    if last in _DIGITS or last.isalpha() and not (tail[-2:-1] in "'’" or any(c in _DIGITS for c in tail)):
+        return 0  # fast path: no suffix rule ends in a digit; letters end only units and 's
+    m = _suffix(s, max(0, len(s) - 6))
+    return len(s) - m.start() if m else 0
 
 
 def _special_cases() -> dict[str, tuple[str, ...]]:
@@ -145,9 +161,10 @@ _SPECIALS = _special_cases()
 _memo: dict[str, tuple[str, ...]] = {}
 
 
-def _split_chunk(chunk: str) -> tuple[str, ...]:
+def _split_chunk(chunk: str, specials: dict[str, tuple[str, ...]]) -> list[str]:
     """Tokens of one whitespace-free chunk, following spaCy's affix loop."""
-    specials, prefixes, suffixes = _SPECIALS, [], []
+    prefixes: list[str] = []
+    suffixes: list[str] = []
     s, last = chunk, -1
     while s and len(s) != last and s not in specials:
         last = len(s)
@@ -157,8 +174,7 @@ def _split_chunk(chunk: str) -> tuple[str, ...]:
             prefixes.append(s[:pre])
             s = s[pre:]
             break
-        m = _suffix(s[pre:])
-        suf = len(s) - pre - m.start() if m else 0
+        suf = _suffix_len(s[pre:])
         if suf and s[:-suf] and s[:-suf] in specials:
             suffixes.append(s[-suf:])
             s = s[:-suf]
@@ -176,7 +192,7 @@ def _split_chunk(chunk: str) -> tuple[str, ...]:
     out = prefixes
     if s in specials:
         out.extend(specials[s])
-    elif s and _url(s):
+    elif "." in s and _url(s):
         out.append(s)
     elif s:
         start = 0
@@ -192,7 +208,37 @@ def _split_chunk(chunk: str) -> tuple[str, ...]:
         if start < len(s):
             out.append(s[start:])
     out.extend(reversed(suffixes))
-    return tuple(out)
+    return out
+
+
+# Special cases that the affix rules split are re-merged afterwards, longest and leftmost first.
+_MERGES: dict[str, list[tuple[str, ...]]] = {}
+for _special in _SPECIALS:
+    _pieces = tuple(_split_chunk(_special, {}))
+    if len(_pieces) > 1:
+        _MERGES.setdefault(_pieces[0], []).append(_pieces)
+
+
+def _merge_specials(toks: list[str]) -> tuple[str, ...]:
+    spans = [
+        (i, i + len(pat)) for i, tok in enumerate(toks) for pat in _MERGES.get(tok, ())
+        if tuple(toks[i : i + len(pat)]) == pat
+    ]
+    if not spans:
+        return tuple(toks)
+    spans.sort(key=lambda span: (span[0] - span[1], span[0]))
+    seen: set[int] = set()
+    keep = []
+    for a, b in spans:
+        if a not in seen and b - 1 not in seen:
+            keep.append((a, b))
+        seen.update(range(a, b))
+    out, pos = [], 0
+    for a, b in sorted(keep):
+        out += toks[pos:a]
+        out += _SPECIALS["".join(toks[a:b])]
+        pos = b
+    return tuple(out + toks[pos:])
 
 
 def _tokens(chunk: str) -> tuple[str, ...]:
@@ -200,7 +246,8 @@ def _tokens(chunk: str) -> tuple[str, ...]:
     if toks is None:
         if len(_memo) > 1_000_000:
             _memo.clear()
-        toks = _memo[chunk] = _split_chunk(chunk)
+        toks = [chunk] if chunk.isalpha() and chunk not in _SPECIALS else _split_chunk(chunk, _SPECIALS)
+        toks = _memo[chunk] = tuple(toks) if len(toks) == 1 else _merge_specials(toks)
     return toks
 
 
@@ -256,9 +303,9 @@ def sentence_count(text: str) -> int:
 # plus three Khmer marks that end sentences; later Unicode additions are dropped for stable results.
 _LATER_TERMINALS = {0x2024, 0xFE12, 0xFE15, 0xFE16, 0x2CF9, 0x2CFA, 0x2CFB, 0x1B4E, 0x1B4F, 0x1B7F,
                     0x113D4, 0x113D5, 0x16D6E, 0x16D6F, 0x2E60, 0x2E61}
-_sterm = regex.compile(r"\p{Sentence_Terminal}").match
 TERMINAL_PUNCTUATION = frozenset(
-    chr(c) for c in range(sys.maxunicode + 1) if _sterm(chr(c)) and c not in _LATER_TERMINALS
+    c for c in regex.findall(r"\p{Sentence_Terminal}", "".join(map(chr, range(sys.maxunicode + 1))))
+    if ord(c) not in _LATER_TERMINALS
 ) | frozenset("\u17d6\u17d9\u17da")
 
 # Characters that make a token a "symbol" rather than a word in Gopher's counts: ASCII punctuation,

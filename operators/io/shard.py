@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from operators.io.layout import Layout
 from operators.io.listing import crawl_of
 from operators.io.storage import Storage, discard
-from operators.io.warc import read_warc
+from operators.io.warc import gzip_tail_complete, read_warc
 from operators.pipeline import Chain
 from operators.schema import conform
 
@@ -80,16 +80,22 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
     kept = _StagedParquet(storage, schema, compression)
     rejected = _StagedParquet(storage, schema, compression)
     crawl = None
+    last_offset = 0
     stream = CountingReader(storage.open_read(uri))
     try:
         for batch in read_warc(stream, uri, max_bytes, batch_size, counts):
             crawl = crawl or batch.column("crawl")[0].as_py() or crawl_of(uri) or "unknown"
+            last_offset = batch.column("source_offset")[-1].as_py()
             good, bad = chain(batch)
             kept.write(good, layout.data(crawl, shard))
             if keep_rejected:
                 for part in bad:
                     rejected.write(part, layout.rejected(crawl, shard))
         crawl = crawl or crawl_of(uri) or "unknown"
+        if not counts["read.corrupt_stream"]:
+            with storage.open_read(uri) as tail:
+                if not gzip_tail_complete(tail, last_offset):
+                    counts["read.truncated"] += 1
         kept.write(pa.table({}), layout.data(crawl, shard))
         outputs = {"data": kept.publish(), "rejected": rejected.publish()}
     except BaseException:

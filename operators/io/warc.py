@@ -7,6 +7,7 @@ extracted later); WET ``conversion`` records carry text already. Other record ty
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from typing import IO
@@ -86,6 +87,28 @@ def read_warc(stream: IO[bytes], source: str, max_bytes: int, batch_size: int,
             rows = {key: [] for key in rows}
     if rows["id"]:
         yield pa.Table.from_pydict(rows, schema=READ_SCHEMA)
+
+
+def gzip_tail_complete(stream: IO[bytes], offset: int) -> bool:
+    """Whether every gzip member from ``offset`` (the last document read) to the end is whole.
+
+    fastwarc stops without an error at a member cut short, which would lose the records in it
+    silently; checking the few members after the last record read makes that loss countable.
+    """
+    stream.seek(offset)
+    data = stream.read()
+    if not data.startswith(b"\x1f\x8b"):
+        return True  # not gzip (or nothing left): nothing to check
+    while data:
+        member = zlib.decompressobj(wbits=31)
+        try:
+            member.decompress(data)
+        except zlib.error:
+            return False
+        if not member.eof:
+            return False
+        data = member.unused_data
+    return True
 
 
 def _payload(record, max_bytes: int) -> tuple[str | None, bytes | None, str | None, int]:

@@ -1,0 +1,39 @@
+# cc-refinery: the commands a user types. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RECIPE ?= jobs/recipes/fineweb.yaml
+INPUT ?=
+OUTPUT ?=
+CRAWL ?=
+LIMIT ?=
+SETS := $(if $(INPUT),--set 'input.paths=$(INPUT)') \
+        $(if $(OUTPUT),--set 'output.root=$(OUTPUT)') \
+        $(if $(CRAWL),--set 'input.crawl=$(CRAWL)') \
+        $(if $(LIMIT),--set 'input.limit=$(LIMIT)')
+
+.PHONY: install test run bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev,compare]'
+	touch $@
+
+test: install
+	$(PY) -m pytest
+
+run: install
+	$(PY) -m jobs.curate --config $(RECIPE) $(SETS)
+
+bench: install
+	$(PY) -m benchmarks.curate_throughput
+
+lint: install
+	$(PY) -m ruff check operators jobs tests benchmarks
+
+clean:
+	rm -rf output bench-out .pytest_cache .ruff_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,125 @@
+"""Shared fixtures: real WARC files written with warcio, a real local S3 server, a local Ray."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+CRAWL = "CC-MAIN-2024-22"
+
+
+def write_warc(path: Path, pages: list[dict], crawl: str = CRAWL) -> Path:
+    """Write a gzipped WARC like Common Crawl's: warcinfo, then request/response pairs.
+
+    Each page is a dict with ``url``, ``body`` (bytes) and optional ``content_type``.
+    """
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        writer.write_record(writer.create_warcinfo_record(path.name, {"isPartOf": crawl}))
+        for page in pages:
+            headers = StatusAndHeaders("200 OK", [("Content-Type", page.get("content_type", "text/html"))],
+                                       protocol="HTTP/1.1")
+            get = StatusAndHeaders(f"GET {page['url']} HTTP/1.1", [], is_http_request=True)
+            request = writer.create_warc_record(page["url"], "request", payload=io.BytesIO(b""),
+                                                http_headers=get)
+            response = writer.create_warc_record(page["url"], "response", payload=io.BytesIO(page["body"]),
+                                                 http_headers=headers)
+            writer.write_record(request)
+            writer.write_record(response)
+    return path
+
+
+def write_wet(path: Path, docs: list[dict], crawl: str = CRAWL) -> Path:
+    """Write a gzipped WET file: warcinfo, then ``conversion`` records with plain text."""
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        writer.write_record(writer.create_warcinfo_record(path.name, {"isPartOf": crawl}))
+        for doc in docs:
+            writer.write_record(writer.create_warc_record(
+                doc["url"], "conversion", payload=io.BytesIO(doc["text"].encode()),
+                warc_content_type="text/plain"))
+    return path
+
+
+def html_page(title: str, paragraphs: list[str]) -> bytes:
+    body = "".join(f"<p>{p}</p>" for p in paragraphs)
+    return f"<html><head><title>{title}</title></head><body><article>{body}</article></body></html>".encode()
+
+
+ENGLISH = [
+    "The history of the town goes back to the twelfth century, when a small group of farmers "
+    "settled on the banks of the river and built the first houses with stone from the hills.",
+    "During the following centuries the town grew into a busy market place. Traders came from "
+    "the coast to sell salt, fish and cloth, and they bought grain, wool and cheese in return.",
+    "The old church in the centre of the town was built in 1350 and it is still used today. "
+    "Its tower can be seen from every road that leads into the valley, and visitors climb it.",
+    "In the nineteenth century a railway line was opened, and with it came new industries. "
+    "A paper mill and a brewery were built near the station, and many families moved there.",
+    "Today the town is known for its annual festival, which takes place in the first week of "
+    "September. Musicians, dancers and cooks from all over the region take part in it.",
+    "The local museum tells the story of the town and its people. It has a collection of old "
+    "tools, photographs and letters that show how life has changed over the last eight hundred years.",
+]
+GERMAN = [
+    "Die Geschichte der Stadt reicht bis in das zwölfte Jahrhundert zurück, als sich eine kleine "
+    "Gruppe von Bauern am Ufer des Flusses niederließ und die ersten Häuser aus Stein errichtete.",
+    "In den folgenden Jahrhunderten wuchs die Stadt zu einem belebten Marktplatz heran, auf dem "
+    "Händler von der Küste Salz, Fisch und Tuch verkauften und dafür Getreide und Käse kauften.",
+]
+
+
+@pytest.fixture
+def sample_pages() -> list[dict]:
+    """Five pages: English (kept), German, non-HTML, a blocklisted URL, and English boilerplate."""
+    return [
+        {"url": "https://town.example.org/history", "body": html_page("History", ENGLISH)},
+        {"url": "https://stadt.example.de/geschichte", "body": html_page("Geschichte", GERMAN)},
+        {"url": "https://town.example.org/logo.png", "body": b"\x89PNG\r\n\x1a\n", "content_type": "image/png"},
+        {"url": "https://www.blocked.example/page", "body": html_page("History", ENGLISH)},
+        {"url": "https://town.example.org/menu", "body": html_page("Menu", ["Home", "About us", "Contact"])},
+    ]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint on 127.0.0.1 (moto's standalone server over HTTP)."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_server):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """One local Ray for the session, started after the S3 credentials are in the environment."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "real-pages-dev.warc.gz").exists():
+        pytest.skip(f"real Common Crawl pages not found at {SHARED_DATA} (the ../shared/data folder)")
+    return SHARED_DATA
