@@ -1,0 +1,105 @@
+"""Our quality filters decide like datatrove's on real pages (run with -s to see the figures)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from operators.filters.c4 import C4
+from operators.filters.fineweb_quality import FinewebQuality
+from operators.filters.gopher_quality import GopherQuality
+from operators.filters.gopher_repetition import GopherRepetition
+
+WARC = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-pages-dev.warc.gz"
+NAMES = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
+
+
+def ours():
+    return [GopherRepetition(), GopherQuality(), C4(filter_no_terminal_punct=False), FinewebQuality()]
+
+
+def theirs():
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    return [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False),
+            FineWebQualityFilter()]
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    if not WARC.exists():
+        pytest.skip(f"real-page sample not found at {WARC}")
+    pytest.importorskip("datatrove", reason="datatrove (the reference implementation) is not installed")
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import detect_encoding
+    from resiliparse.parse.html import HTMLTree
+
+    out = []
+    with WARC.open("rb") as f:
+        for record in ArchiveIterator(f, record_types=WarcRecordType.response):
+            body = record.reader.read()
+            text = extract_plain_text(HTMLTree.parse_from_bytes(body, detect_encoding(body)), main_content=True)
+            if text:
+                out.append(text)
+    return out
+
+
+def datatrove_first_failure(filters, texts: list[str], chained: bool = True) -> list[str | None]:
+    """Name of the first filter rejecting each text (``None``: kept); C4's cleaned text is fed on."""
+    from datatrove.data import Document
+
+    result = []
+    for i, text in enumerate(texts):
+        doc, failed = Document(text=text, id=str(i)), None
+        for name, f in zip(NAMES, filters):
+            if f.filter(doc) is not True:
+                failed = name
+                break
+        result.append(failed)
+    return result
+
+
+def our_first_failure(filters, texts: list[str]) -> list[str | None]:
+    batch = pa.table({"text": texts})
+    for f in filters:
+        batch = f(batch)
+    return [r.split(".")[0] if r else None for r in batch.column("filter_reason").to_pylist()]
+
+
+def test_chain_agrees_with_datatrove(texts):
+    start = time.perf_counter()
+    ref = datatrove_first_failure(theirs(), texts)
+    t_ref = time.perf_counter() - start
+    start = time.perf_counter()
+    got = our_first_failure(ours(), texts)
+    t_ours = time.perf_counter() - start
+    keep = sum((a is None) == (b is None) for a, b in zip(got, ref)) / len(texts)
+    first = sum(a == b for a, b in zip(got, ref)) / len(texts)
+    print(f"\n{len(texts)} docs: keep/drop agreement {keep:.4f}, first-failing-filter agreement {first:.4f}")
+    print(f"kept: ours {got.count(None)}, datatrove {ref.count(None)}; time ours {t_ours:.2f}s, "
+          f"datatrove {t_ref:.2f}s")
+    for i, (a, b) in enumerate(zip(got, ref)):
+        if a != b:
+            print(f"  doc {i}: ours {a}, datatrove {b}")
+    assert keep >= 0.99
+
+
+@pytest.mark.parametrize("index", range(4), ids=NAMES)
+def test_each_filter_agrees_with_datatrove(texts, index):
+    from datatrove.data import Document
+
+    theirs_f, ours_f = theirs()[index], ours()[index]
+    ref = [theirs_f.filter(Document(text=t, id=str(i))) is True for i, t in enumerate(texts)]
+    got = [r is None for r in ours_f(pa.table({"text": texts})).column("filter_reason").to_pylist()]
+    agree = sum(a == b for a, b in zip(got, ref)) / len(texts)
+    print(f"\n{NAMES[index]} alone: decision agreement {agree:.4f} ({sum(ref)} kept by datatrove)")
+    assert agree >= 0.99
