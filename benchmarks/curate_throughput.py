@@ -20,10 +20,10 @@ from pathlib import Path
 
 from jobs.config import load_recipe
 from jobs.curate import run
+from operators.io.storage import Storage
 from operators.io.warc import read_warc
 from operators.pipeline import Chain
 from operators.registry import build
-from operators.io.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WARC = ROOT.parent / "shared" / "data" / "real-pages-dev.warc.gz"

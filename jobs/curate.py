@@ -69,7 +69,7 @@ class ShardWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         entries = []
-        for uri, shard in zip(batch["uri"], batch["shard"]):
+        for uri, shard in zip(batch["uri"], batch["shard"], strict=True):
             try:
                 entry = process_shard(
                     str(uri), str(shard), Chain(self.operators, self.recipe.mode), self.schema,

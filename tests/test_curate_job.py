@@ -52,7 +52,7 @@ def test_job_reads_and_writes_s3(tmp_path, s3_server, s3_client, ray_local, samp
     assert set(kept.column("language").to_pylist()) == {"en"}
     assert kept.column("filter_reason").null_count == kept.num_rows
     rejected = _read(fs, "crawl/out/fineweb/rejected/CC-MAIN-2024-22")
-    reasons = dict(zip(rejected.column("url").to_pylist(), rejected.column("filter_reason").to_pylist()))
+    reasons = dict(zip(rejected.column("url").to_pylist(), rejected.column("filter_reason").to_pylist(), strict=True))
     assert reasons["https://stadt.example.de/geschichte"] == "language.not_allowed"
     assert reasons["https://town.example.org/logo.png"] == "extract.non_html"
     assert reasons["https://www.blocked.example/page"] == "url.blocklist"
@@ -85,7 +85,7 @@ def test_annotate_mode_keeps_every_document_with_its_reason(tmp_path, ray_local,
     run(recipe)
     kept = pads.dataset(f"{tmp_path}/out/fineweb/filter", format="parquet").to_table()
     rejected = pads.dataset(f"{tmp_path}/out/fineweb/rejected", format="parquet").to_table()
-    reasons = dict(zip(kept.column("url").to_pylist(), kept.column("filter_reason").to_pylist()))
+    reasons = dict(zip(kept.column("url").to_pylist(), kept.column("filter_reason").to_pylist(), strict=True))
     assert reasons["https://town.example.org/history"] is None
     assert reasons["https://stadt.example.de/geschichte"] == "language.not_allowed"
     assert reasons["https://www.blocked.example/page"] == "url.blocklist"

@@ -53,7 +53,7 @@ def texts() -> list[str]:
     return out
 
 
-def datatrove_first_failure(filters, texts: list[str], chained: bool = True) -> list[str | None]:
+def datatrove_first_failure(filters, texts: list[str]) -> list[str | None]:
     """Name of the first filter rejecting each text (``None``: kept); C4's cleaned text is fed on."""
     from datatrove.data import Document
 

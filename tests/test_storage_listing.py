@@ -36,7 +36,7 @@ def test_s3_glob_slice_and_limit(bucket, s3_server):
 
 def test_crawl_id_resolves_through_the_paths_listing(s3_client, s3_server):
     s3_client.create_bucket(Bucket="commoncrawl")
-    listing = "crawl-data/CC-MAIN-2024-22/segments/1/warc/a.warc.gz\ncrawl-data/CC-MAIN-2024-22/segments/1/warc/b.warc.gz\n"
+    listing = "".join(f"crawl-data/CC-MAIN-2024-22/segments/1/warc/{n}.warc.gz\n" for n in "ab")
     s3_client.put_object(Bucket="commoncrawl", Key="crawl-data/CC-MAIN-2024-22/warc.paths.gz",
                          Body=gzip.compress(listing.encode()))
     storage = Storage(endpoint_url=s3_server, anonymous=False)

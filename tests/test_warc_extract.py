@@ -106,7 +106,7 @@ def test_charset_from_header_then_meta_then_detection():
     assert text in decode_html(body, "text/html; charset=windows-1251")
     meta = f'<html><head><meta charset="windows-1251"></head><body><p>{text}</p></body></html>'.encode("cp1251")
     assert text in decode_html(meta, "text/html")
-    latin = ("<html><body><p>" + "Größe und Übermaß, schöne Grüße aus Köln. " * 20 + "</p></body></html>").encode("latin-1")
+    latin = f"<html><body><p>{'Größe und Übermaß, schöne Grüße aus Köln. ' * 20}</p></body></html>".encode("latin-1")
     assert "schöne Grüße" in decode_html(latin, None)
 
 

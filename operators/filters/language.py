@@ -34,7 +34,7 @@ def default_model_path() -> str:
 
 
 @lru_cache(maxsize=4)
-def load_model(uri: str | None, storage: Storage = Storage()):
+def load_model(uri: str | None, storage: Storage | None = None):
     """Load (once per process) a fastText model from the default, a path, or an s3:// URI."""
     import fasttext
 
@@ -42,7 +42,7 @@ def load_model(uri: str | None, storage: Storage = Storage()):
     path = uri or default_model_path()
     if is_s3(path):
         with tempfile.NamedTemporaryFile(suffix=os.path.basename(path)) as tmp:
-            tmp.write(storage.read_bytes(path))
+            tmp.write((storage or Storage()).read_bytes(path))
             tmp.flush()
             return fasttext.load_model(tmp.name)
     if not os.path.exists(path):
@@ -55,7 +55,7 @@ class LanguageFilter(Filter):
     adds = {"language": pa.string(), "language_score": pa.float32()}
     Params: ClassVar = LanguageParams
 
-    def __init__(self, storage: Storage = Storage(), **kwargs):
+    def __init__(self, storage: Storage | None = None, **kwargs):
         self.p = LanguageParams(**kwargs)
         self.model = load_model(self.p.model, storage)
 

@@ -47,9 +47,10 @@ class UrlFilter(Filter):
     adds = {"url_domain": pa.string(), "url_blocked_by": pa.string()}
     Params: ClassVar = UrlParams
 
-    def __init__(self, storage: Storage = Storage(), **kwargs):
+    def __init__(self, storage: Storage | None = None, **kwargs):
         self.p = UrlParams(**kwargs)
         domains: set[str] = set()
+        storage = storage or Storage()
         for uri in self.p.blocklists:
             for line in storage.read_bytes(uri).decode().splitlines():
                 line = line.split("#", 1)[0].strip().lower()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -114,7 +114,7 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
         "bytes_read": stream.bytes,
         "operators": chain.stats_dict(),
         "seconds": round(time.time() - started, 3),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     storage.write_text(layout.ledger(shard), json.dumps(entry, indent=1))
     return entry

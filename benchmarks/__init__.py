@@ -1,0 +1,1 @@
+"""Throughput benchmarks for cc-refinery and its peers."""
