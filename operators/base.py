@@ -5,7 +5,7 @@ the columns it ``adds`` (with types), so a recipe is checked before any data is 
 
 A :class:`Filter` subclass writes only its measurements and its rules:
 
-* ``signals(batch)`` returns raw per-document values, one column per signal;
+* ``signals(batch)`` returns raw per-document values, one list per declared signal column;
 * ``rules(signals)`` yields ``(rule, failed_mask)`` pairs in order, vectorised with numpy.
 
 The base class owns the rest: signal columns, ``filter_reason`` (the first failing rule, as
@@ -59,18 +59,20 @@ class Filter(Operator):
     def rules(self, signals: dict[str, np.ndarray]) -> Iterable[tuple[str, np.ndarray]]:
         raise NotImplementedError
 
-    def transform(self, batch: pa.Table, failed: np.ndarray) -> pa.Table:
-        """Hook for filters that also rewrite the text of kept documents (C4 line cleaning)."""
+    def transform(self, batch: pa.Table, signals: dict, failed: np.ndarray) -> pa.Table:
+        """Hook for filters that also rewrite the text of kept documents (C4 line cleaning).
+
+        ``signals`` may carry values beyond the declared columns (C4's cleaned text)."""
         return batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         signals = self.signals(batch)
         for name, typ in self.adds.items():
             batch = set_column(batch, name, pa.array(signals[name], type=typ))
-        arrays = {name: np.asarray(values) for name, values in signals.items()}
+        arrays = {name: np.asarray(signals[name]) for name in self.adds}
         reasons = np.full(batch.num_rows, None, dtype=object)
         with np.errstate(invalid="ignore", divide="ignore"):
             for rule, failed in self.rules(arrays):
                 reasons[np.asarray(failed, dtype=bool) & (reasons == None)] = f"{self.name}.{rule}"  # noqa: E711
-        batch = self.transform(batch, reasons != None)  # noqa: E711
+        batch = self.transform(batch, signals, reasons != None)  # noqa: E711
         return add_reasons(batch, reasons)

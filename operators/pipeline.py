@@ -50,7 +50,9 @@ class Chain:
         if "filter_reason" not in batch.column_names:
             batch = batch.append_column("filter_reason", pa.nulls(batch.num_rows, pa.string()))
         rejected = []
+        has_text = False
         for op in self.operators:
+            has_text = has_text or "text" in op.adds
             stats = self.stats[op.name]
             stats.rows_in += batch.num_rows
             if batch.num_rows:
@@ -61,8 +63,10 @@ class Chain:
                 stats.seconds += time.perf_counter() - start
                 new = pc.and_(before, pc.is_valid(batch.column("filter_reason")))
                 stats.reasons.update(pc.filter(batch.column("filter_reason"), new).to_pylist())
-                drop = pc.is_valid(batch.column("filter_reason")) if self.mode == "filter" \
-                    else pc.is_null(batch.column("text"))
+                if self.mode == "filter":
+                    drop = pc.is_valid(batch.column("filter_reason"))
+                else:
+                    drop = pc.is_null(batch.column("text")) if has_text else pa.repeat(False, batch.num_rows)
                 if pc.any(drop).as_py():
                     rejected.append(batch.filter(drop))
                     batch = batch.filter(pc.invert(drop))

@@ -90,7 +90,7 @@ def test_annotate_mode_keeps_every_document_with_its_reason(tmp_path, ray_local,
     assert reasons["https://stadt.example.de/geschichte"] == "language.not_allowed"
     assert reasons["https://www.blocked.example/page"] == "url.blocklist"
     # A German page still gets every signal, so it can be re-thresholded later.
-    german = kept.filter(kept.column("url") == "https://stadt.example.de/geschichte").to_pylist()[0]
+    german = next(r for r in kept.to_pylist() if r["url"] == "https://stadt.example.de/geschichte")
     assert german["gopher_word_count"] is not None and german["language"] == "de"
     assert rejected.column("filter_reason").to_pylist() == ["extract.non_html"]
 

@@ -29,8 +29,12 @@ def theirs():
         GopherRepetitionFilter,
     )
 
-    return [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False),
-            FineWebQualityFilter()]
+    return [
+        GopherRepetitionFilter(),
+        GopherQualityFilter(),
+        C4QualityFilter(filter_no_terminal_punct=False),
+        FineWebQualityFilter(),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,8 @@ def texts() -> list[str]:
     with WARC.open("rb") as f:
         for record in ArchiveIterator(f, record_types=WarcRecordType.response):
             body = record.reader.read()
-            text = extract_plain_text(HTMLTree.parse_from_bytes(body, detect_encoding(body)), main_content=True)
+            tree = HTMLTree.parse_from_bytes(body, detect_encoding(body))
+            text = extract_plain_text(tree, main_content=True)
             if text:
                 out.append(text)
     return out
@@ -60,7 +65,7 @@ def datatrove_first_failure(filters, texts: list[str]) -> list[str | None]:
     result = []
     for i, text in enumerate(texts):
         doc, failed = Document(text=text, id=str(i)), None
-        for name, f in zip(NAMES, filters):
+        for name, f in zip(NAMES, filters, strict=True):
             if f.filter(doc) is not True:
                 failed = name
                 break
@@ -82,12 +87,14 @@ def test_chain_agrees_with_datatrove(texts):
     start = time.perf_counter()
     got = our_first_failure(ours(), texts)
     t_ours = time.perf_counter() - start
-    keep = sum((a is None) == (b is None) for a, b in zip(got, ref)) / len(texts)
-    first = sum(a == b for a, b in zip(got, ref)) / len(texts)
+    keep = sum((a is None) == (b is None) for a, b in zip(got, ref, strict=True)) / len(texts)
+    first = sum(a == b for a, b in zip(got, ref, strict=True)) / len(texts)
     print(f"\n{len(texts)} docs: keep/drop agreement {keep:.4f}, first-failing-filter agreement {first:.4f}")
-    print(f"kept: ours {got.count(None)}, datatrove {ref.count(None)}; time ours {t_ours:.2f}s, "
-          f"datatrove {t_ref:.2f}s")
-    for i, (a, b) in enumerate(zip(got, ref)):
+    print(
+        f"kept: ours {got.count(None)}, datatrove {ref.count(None)}; time ours {t_ours:.2f}s, "
+        f"datatrove {t_ref:.2f}s"
+    )
+    for i, (a, b) in enumerate(zip(got, ref, strict=True)):
         if a != b:
             print(f"  doc {i}: ours {a}, datatrove {b}")
     assert keep >= 0.99
@@ -100,6 +107,6 @@ def test_each_filter_agrees_with_datatrove(texts, index):
     theirs_f, ours_f = theirs()[index], ours()[index]
     ref = [theirs_f.filter(Document(text=t, id=str(i))) is True for i, t in enumerate(texts)]
     got = [r is None for r in ours_f(pa.table({"text": texts})).column("filter_reason").to_pylist()]
-    agree = sum(a == b for a, b in zip(got, ref)) / len(texts)
+    agree = sum(a == b for a, b in zip(got, ref, strict=True)) / len(texts)
     print(f"\n{NAMES[index]} alone: decision agreement {agree:.4f} ({sum(ref)} kept by datatrove)")
     assert agree >= 0.99

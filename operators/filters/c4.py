@@ -21,8 +21,14 @@ from operators.filters.text import sentence_count
 
 _citation = re.compile(r"\[\d*]|\[edit]|\[citation needed]").sub
 END_PUNCTUATION = (".", "?", "!", '"', "'")
-POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
-                  "use cookies")
+POLICY_PHRASES = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
 
 
 class Params(BaseModel):
@@ -52,7 +58,6 @@ class C4(Filter):
 
     def __init__(self, **kwargs):
         self.p = self.Params(**kwargs)
-        self._cleaned: list[str] = []
 
     def clean(self, text: str) -> tuple[list[str], int, bool, bool]:
         """Kept lines, sentences in them, and whether a kept line has "lorem ipsum" / a curly bracket."""
@@ -82,12 +87,11 @@ class C4(Filter):
         return kept, sentences, lorem, curly
 
     def signals(self, batch: pa.Table) -> dict[str, list]:
-        out: dict[str, list] = {name: [] for name in self.adds}
-        self._cleaned = []
+        out: dict[str, list] = {name: [] for name in [*self.adds, "cleaned"]}
         for text in batch.column("text").to_pylist():
             text = text or ""
             kept, sentences, lorem, curly = self.clean(text)
-            self._cleaned.append("\n".join(kept).strip())
+            out["cleaned"].append("\n".join(kept).strip())
             out["c4_lines_removed"].append(len(text.splitlines()) - len(kept))
             out["c4_sentences"].append(sentences)
             out["c4_lorem_ipsum"].append(lorem)
@@ -101,7 +105,7 @@ class C4(Filter):
             yield "curly_bracket", s["c4_curly_bracket"]
         yield "too_few_sentences", s["c4_sentences"] < self.p.min_num_sentences
 
-    def transform(self, batch: pa.Table, failed: np.ndarray) -> pa.Table:
+    def transform(self, batch: pa.Table, signals: dict, failed: np.ndarray) -> pa.Table:
         texts = batch.column("text").to_pylist()
-        cleaned = [old if bad else new for old, new, bad in zip(texts, self._cleaned, failed)]
+        cleaned = [old if bad else new for old, new, bad in zip(texts, signals["cleaned"], failed, strict=True)]
         return set_column(batch, "text", pa.array(cleaned, type=batch.schema.field("text").type))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import accumulate
 
 import numpy as np
 import pyarrow as pa
@@ -53,21 +54,36 @@ def duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def top_ngram_chars(toks: tuple[str, ...], n: int) -> int | None:
+class Grams:
+    """The n-grams of a token sequence as slices of one joined string (faster than joining each)."""
+
+    def __init__(self, toks: tuple[str, ...], sep: str):
+        self.joined, self.n_toks, self.sep = sep.join(toks), len(toks), len(sep)
+        self.ends = list(accumulate((len(t) + self.sep for t in toks), initial=0))
+
+    def grams(self, n: int) -> list[str]:
+        joined, ends, sep = self.joined, self.ends, self.sep
+        return [joined[ends[i] : ends[i + n] - sep] for i in range(self.n_toks - n + 1)]
+
+
+def top_ngram_chars(grams: Grams, n: int) -> int | None:
     """Characters covered by the most frequent n-gram (space-joined), counting every occurrence."""
-    grams = Counter(" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1))
-    if not grams:
+    counts = Counter(grams.grams(n))
+    if not counts:
         return None
-    gram, count = grams.most_common(1)[0]
+    gram, count = counts.most_common(1)[0]
     return len(gram) * count
 
 
-def dup_ngram_chars(toks: tuple[str, ...], n: int) -> int:
+def dup_ngram_chars(grams: Grams, n: int) -> int:
     """Characters of n-grams (concatenated) repeating an earlier one, skipping past each repeat."""
+    items = grams.grams(n)
+    if len(set(items)) == len(items):
+        return 0
     seen: set[str] = set()
     chars = i = 0
-    while i < len(toks) - n + 1:
-        gram = "".join(toks[i : i + n])
+    while i < len(items):
+        gram = items[i]
         if gram in seen:
             chars += len(gram)
             i += n
@@ -108,11 +124,12 @@ class GopherRepetition(Filter):
                 out[f"gopher_dup_{kind}_frac"].append(count / len(parts))
                 out[f"gopher_dup_{kind}_char_frac"].append(chars / size)
             toks = words(text)
+            spaced, glued = Grams(toks, " "), Grams(toks, "")
             for n in TOP_NS:
-                chars = top_ngram_chars(toks, n)
+                chars = top_ngram_chars(spaced, n)
                 out[f"gopher_top_{n}_gram_char_frac"].append(nan if chars is None else chars / size)
             for n in DUP_NS:
-                out[f"gopher_dup_{n}_gram_char_frac"].append(dup_ngram_chars(toks, n) / size)
+                out[f"gopher_dup_{n}_gram_char_frac"].append(dup_ngram_chars(glued, n) / size)
         return out
 
     def rules(self, s: dict[str, np.ndarray]):

@@ -122,8 +122,13 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
     for pron in ["he", "she", "it", *wh]:
         add(pron, "'s")
     add("i", "'ve"), add("i", "'m"), add("i", "'m", "a"), add("how", "'d", "'y"), add("y'", "all")
-    for word, pieces in {"let's": ("let", "'s"), "cannot": ("can", "not"), "gonna": ("gon", "na"),
-                         "gotta": ("got", "ta"), "c'mon": ("c'm", "on")}.items():
+    for word, pieces in {
+        "let's": ("let", "'s"),
+        "cannot": ("can", "not"),
+        "gonna": ("gon", "na"),
+        "gotta": ("got", "ta"),
+        "c'mon": ("c'm", "on"),
+    }.items():
         for w, first in ((word, pieces[0]), (word.title(), pieces[0].title())):
             out[w] = (first, *pieces[1:])
     out["y'all"], out["Y'all"], out["Y’all"] = ("y'", "all"), ("Y'", "all"), ("Y’", "all")
@@ -140,13 +145,14 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
         "Jan. Feb. Mar. Apr. Jun. Jul. Aug. Sep. Sept. Oct. Nov. Dec. Ak. Ala. Ariz. Ark. Calif. Colo. "
         "Conn. Del. Fla. Ga. Ia. Id. Ill. Ind. Kan. Kans. Ky. La. Mass. Md. Mich. Minn. Miss. Mo. Mont. "
         "Neb. Nebr. Nev. Okla. Ore. Pa. Tenn. Va. Wash. Wis. D.C. N.C. N.D. N.H. N.J. N.M. N.Y. S.C. "
-        "°c. °f. °k. ä. ö. ü. " + " ".join(f"{c}." for c in string.ascii_lowercase)
+        "°c. °f. °k. ä. ö. ü. "
+        + " ".join(f"{c}." for c in string.ascii_lowercase)
         + " :) :-) :)) :-)) :))) :-))) (: (-: =) (= :] :-] [: [-: [= =] :o) (o: :} :-} 8) 8-) (-8 ;) ;-) "
         "(; (-; :( :-( :(( :-(( :((( :-((( ): )-: =( >:( :') :'-) :'( :'-( :’) :’-) :’( :’-( :/ :-/ =/ "
         "=| :| :-| ]= =[ :1 :P :-P :p :-p :O :-O :o :-o :0 :-0 :() >:o :* :-* :3 :-3 =3 :> :-> :X :-X "
         ":x :-x :D :-D ;D ;-D =D xD XD xDD XDD 8D 8-D ^_^ ^__^ ^___^ >.< >.> <.< ._. ;_; -_- -__- v.v "
         "V.V v_v V_V o_o o_O O_o O_O 0_o o_0 0_0 o.O O.o O.O o.o 0.0 o.0 @_@ <3 <33 <333 </3 (^_^) "
-        "(-_-) (._.) (>_<) (*_*) (¬_¬) ಠ_ಠ ಠ︵ಠ (ಠ_ಠ) ¯\\(ツ)/¯ (╯°□°）╯︵┻━┻ ><(((*> \\\") <space>"
+        '(-_-) (._.) (>_<) (*_*) (¬_¬) ಠ_ಠ ಠ︵ಠ (ಠ_ಠ) ¯\\(ツ)/¯ (╯°□°）╯︵┻━┻ ><(((*> \\") <space>'
     )
     for word in singles.split():
         out.setdefault(word, (word,))
@@ -221,7 +227,9 @@ for _special in _SPECIALS:
 
 def _merge_specials(toks: list[str]) -> tuple[str, ...]:
     spans = [
-        (i, i + len(pat)) for i, tok in enumerate(toks) for pat in _MERGES.get(tok, ())
+        (i, i + len(pat))
+        for i, tok in enumerate(toks)
+        for pat in _MERGES.get(tok, ())
         if tuple(toks[i : i + len(pat)]) == pat
     ]
     if not spans:
@@ -301,10 +309,27 @@ def sentence_count(text: str) -> int:
 # --- punctuation sets ---
 # Unicode Sentence_Terminal as of Unicode 15.0 (the version the FineWeb rules were written against),
 # plus three Khmer marks that end sentences; later Unicode additions are dropped for stable results.
-_LATER_TERMINALS = {0x2024, 0xFE12, 0xFE15, 0xFE16, 0x2CF9, 0x2CFA, 0x2CFB, 0x1B4E, 0x1B4F, 0x1B7F,
-                    0x113D4, 0x113D5, 0x16D6E, 0x16D6F, 0x2E60, 0x2E61}
+_LATER_TERMINALS = {
+    0x2024,
+    0xFE12,
+    0xFE15,
+    0xFE16,
+    0x2CF9,
+    0x2CFA,
+    0x2CFB,
+    0x1B4E,
+    0x1B4F,
+    0x1B7F,
+    0x113D4,
+    0x113D5,
+    0x16D6E,
+    0x16D6F,
+    0x2E60,
+    0x2E61,
+}
 TERMINAL_PUNCTUATION = frozenset(
-    c for c in regex.findall(r"\p{Sentence_Terminal}", "".join(map(chr, range(sys.maxunicode + 1))))
+    c
+    for c in regex.findall(r"\p{Sentence_Terminal}", "".join(map(chr, range(sys.maxunicode + 1))))
     if ord(c) not in _LATER_TERMINALS
 ) | frozenset("\u17d6\u17d9\u17da")
 
