@@ -24,7 +24,8 @@ class InputConfig(Strict):
     crawl: str | None = Field(None, description="a crawl id like CC-MAIN-2024-22")
     format: Literal["warc", "wet"] = Field("warc", description="which listing a crawl id resolves to")
     limit: int | None = Field(None, ge=1)
-    shards: str | None = Field(None, pattern=r"^\d*:\d*$", description='start:stop slice of the list (quote it in YAML: "2:5")')
+    shards: str | None = Field(None, pattern=r"^\d*:\d*$",
+                               description='start:stop slice of the list (quote it in YAML: "2:5")')
 
     @field_validator("paths", mode="before")
     @classmethod
