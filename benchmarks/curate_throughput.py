@@ -95,7 +95,7 @@ def print_table(rows: list[tuple]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warc", type=Path, default=DEFAULT_WARC)
-    parser.add_argument("--copies", type=int, default=4, help="shards for the whole-job runs")
+    parser.add_argument("--copies", type=int, default=8, help="shards for the whole-job runs")
     parser.add_argument("--skip-peer", action="store_true", help="do not run datatrove")
     args = parser.parse_args()
     if not args.warc.exists():

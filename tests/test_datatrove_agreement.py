@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from operators.filters.c4 import C4
-from operators.filters.fineweb_quality import FinewebQuality
-from operators.filters.gopher_quality import GopherQuality
-from operators.filters.gopher_repetition import GopherRepetition
+from jobs.config import load_recipe
+from operators.io.storage import Storage
+from operators.registry import build
+from tests.conftest import ROOT, SHARED_DATA
 
-WARC = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-pages-dev.warc.gz"
+WARC = SHARED_DATA / "real-pages-dev.warc.gz"
 NAMES = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 
 
 def ours():
-    return [GopherRepetition(), GopherQuality(), C4(filter_no_terminal_punct=False), FinewebQuality()]
+    """The four filters exactly as the shipped fineweb recipe configures them."""
+    recipe = load_recipe(str(ROOT / "jobs" / "recipes" / "fineweb.yaml"))
+    return [build(name, recipe.operator_params(name), Storage()) for name in NAMES]
 
 
 def theirs():
