@@ -2,8 +2,9 @@
 
     python -m jobs.curate --config jobs/recipes/fineweb.yaml [--set key=value ...]
 
-Each input shard is one Ray Data row handled by one worker actor (read, extract, filter, write):
-a shard's output is written whole, and its ledger entry last, so a re-run skips finished shards.
+Each input shard is one Ray Data row handled by one worker actor (read, extract, filter, write;
+see ``jobs/shard_worker.py``): a shard's output is written whole, and its ledger entry last, so a
+re-run skips finished shards.
 """
 
 from __future__ import annotations
@@ -16,19 +17,14 @@ import sys
 import time
 from collections import Counter
 
-import numpy as np
 import pyarrow as pa
 
 from jobs.config import Recipe, load_recipe
-from operators.io.layout import Layout
+from jobs.shard_worker import ShardWorker, layout_of, storage_of
 from operators.io.listing import resolve_inputs, shard_names
-from operators.io.shard import process_shard
-from operators.io.storage import Storage
-from operators.pipeline import Chain
-from operators.registry import build, operator_class
-from operators.schema import DOCUMENT_FIELDS, output_schema
+from operators.registry import operator_class
+from operators.schema import DOCUMENT_FIELDS
 
-STAGE = "filter"
 READ_COLUMNS = ("id", "url", "crawl", "date", "source", "source_offset",
                 "raw_html", "raw_content_type", "raw_length")
 log = logging.getLogger("cc_refinery.curate")
@@ -48,41 +44,6 @@ def check_columns(recipe: Recipe) -> dict[str, pa.DataType]:
         available -= set(cls.drops)
         signals.update({c: t for c, t in cls.adds.items() if c not in document})
     return signals
-
-
-def storage_of(recipe: Recipe) -> Storage:
-    return Storage(**recipe.storage.model_dump())
-
-
-def layout_of(recipe: Recipe) -> Layout:
-    return Layout(recipe.output.root, recipe.output.run or recipe.name, STAGE)
-
-
-class ShardWorker:
-    """A Ray actor that loads the operators (and models) once and processes whole shards."""
-
-    def __init__(self, recipe: dict):
-        self.recipe = Recipe.model_validate(recipe)
-        self.storage = storage_of(self.recipe)
-        self.operators = [build(name, params, self.storage) for name, params in self.recipe.steps]
-        self.schema = output_schema(check_columns(self.recipe))
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        entries = []
-        for uri, shard in zip(batch["uri"], batch["shard"], strict=True):
-            try:
-                entry = process_shard(
-                    str(uri), str(shard), Chain(self.operators, self.recipe.mode), self.schema,
-                    self.storage, layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
-                    max_bytes=self.recipe.operator_params("extract")["max_bytes"],
-                    keep_rejected=self.recipe.output.rejected,
-                    compression=self.recipe.output.compression)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)
-                entry = {"shard": str(shard), "source": str(uri), "error": f"{type(err).__name__}: {err}"}
-            entries.append(json.dumps(entry))
-        return {"entry": entries}
 
 
 def aggregate(entries: list[dict]) -> dict:
@@ -130,7 +91,8 @@ def run(recipe: Recipe) -> dict:
         ray.init(address=recipe.ray.address, ignore_reinit_error=True, log_to_driver=False)
         workers = min(recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1)), len(todo))
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"recipe": recipe.model_dump()},
+        ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"recipe": recipe.model_dump(),
+                                                                "signals": check_columns(recipe)},
                             batch_size=1, concurrency=workers, num_cpus=1)
         for row in ds.iter_rows():
             entry = json.loads(row["entry"])

@@ -144,3 +144,13 @@ def test_cli_rejects_unknown_key_before_doing_anything(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "output.rot" in done.stderr and "pipeline.language.treshold" in done.stderr
+
+
+@pytest.mark.slow
+def test_extraction_time_limit_holds_inside_ray_workers(tmp_path, ray_local, sample_pages):
+    write_warc(tmp_path / "in.warc.gz", sample_pages)
+    stats = run(load_recipe(RECIPE, [f"input.paths={tmp_path}/in.warc.gz", f"output.root={tmp_path}/out",
+                                     "pipeline.extract.timeout_s=0.000001", "output.rejected=false"]))
+    assert stats["operators"]["extract"]["dropped"] == {"extract.non_html": 1, "extract.timeout": 3}
+    assert stats["rows"] == {"data": 0, "rejected": 0}
+    assert not (tmp_path / "out" / "fineweb" / "rejected").exists()
