@@ -20,7 +20,8 @@ from collections import Counter
 import pyarrow as pa
 
 from jobs.config import Recipe, load_recipe
-from jobs.shard_worker import ShardWorker, layout_of, storage_of
+from jobs.shard_runner import layout_of, storage_of
+from jobs.shard_worker import ShardWorker
 from operators.io.listing import resolve_inputs, shard_names
 from operators.registry import operator_class
 from operators.schema import DOCUMENT_FIELDS

@@ -3,7 +3,7 @@
 Ray Data runs an actor's batches off the main thread, where ``SIGALRM`` (the per-document
 extraction time limit) cannot be used; the child runs shards on its own main thread. The child
 also walls off native-code crashes: if it dies, that shard is reported failed and a new child
-is started for the next one.
+is started for the next one. The actor itself imports little: the child loads the operators.
 """
 
 from __future__ import annotations
@@ -13,59 +13,23 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
-
-from jobs.config import Recipe
-from operators.io.layout import Layout
-from operators.io.shard import process_shard
-from operators.io.storage import Storage
-from operators.pipeline import Chain
-from operators.registry import build
-from operators.schema import output_schema
-
-STAGE = "filter"
-
-
-def storage_of(recipe: Recipe) -> Storage:
-    return Storage(**recipe.storage.model_dump())
-
-
-def layout_of(recipe: Recipe) -> Layout:
-    return Layout(recipe.output.root, recipe.output.run or recipe.name, STAGE)
-
-
-class ShardRunner:
-    """Loads the recipe's operators (and models) once; processes one shard per call."""
-
-    def __init__(self, recipe: Recipe, signals: dict):
-        self.recipe = recipe
-        self.storage = storage_of(recipe)
-        self.operators = [build(name, params, self.storage) for name, params in recipe.steps]
-        self.schema = output_schema(signals)
-
-    def __call__(self, uri: str, shard: str) -> dict:
-        try:
-            return process_shard(
-                uri, shard, Chain(self.operators, self.recipe.mode), self.schema, self.storage,
-                layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
-                max_bytes=self.recipe.operator_params("extract")["max_bytes"],
-                keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)
-            return {"shard": shard, "source": uri, "error": f"{type(err).__name__}: {err}"}
-
-
-_runner: ShardRunner | None = None
+_runner = None
 
 
 def _start_child(recipe: dict, signals: dict) -> None:
+    from jobs.config import Recipe
+    from jobs.shard_runner import ShardRunner
+
     global _runner
     _runner = ShardRunner(Recipe.model_validate(recipe), signals)
 
 
 def _run_in_child(uri: str, shard: str) -> dict:
     return _runner(uri, shard)
+
+
+def _ready() -> bool:
+    return _runner is not None
 
 
 class ShardWorker:
@@ -76,10 +40,12 @@ class ShardWorker:
         self.pool = self._new_child()
 
     def _new_child(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start_child, initargs=self.args)
+        pool.submit(_ready)  # start the child (and load its models) now, not on the first shard
+        return pool
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+    def __call__(self, batch: dict) -> dict[str, list]:
         entries = []
         for uri, shard in zip(batch["uri"], batch["shard"], strict=True):
             try:

@@ -1,0 +1,55 @@
+"""Runs whole shards in one process: the recipe's operators are loaded once, then one shard per call."""
+
+from __future__ import annotations
+
+from jobs.config import Recipe
+from operators.io.layout import Layout
+from operators.io.shard import process_shard
+from operators.io.storage import Storage
+from operators.pipeline import Chain
+from operators.registry import build
+from operators.schema import output_schema
+
+STAGE = "filter"
+
+
+def storage_of(recipe: Recipe) -> Storage:
+    return Storage(**recipe.storage.model_dump())
+
+
+def layout_of(recipe: Recipe) -> Layout:
+    return Layout(recipe.output.root, recipe.output.run or recipe.name, STAGE)
+
+
+class ShardRunner:
+    """Loads the recipe's operators (and models) once; processes one shard per call."""
+
+    def __init__(self, recipe: Recipe, signals: dict):
+        self.recipe = recipe
+        self.storage = storage_of(recipe)
+        self.operators = [build(name, params, self.storage) for name, params in recipe.steps]
+        self.schema = output_schema(signals)
+
+    def __call__(self, uri: str, shard: str) -> dict:
+        try:
+            return process_shard(
+                uri, shard, Chain(self.operators, self.recipe.mode), self.schema, self.storage,
+                layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
+                max_bytes=self.recipe.operator_params("extract")["max_bytes"],
+                keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)
+            return {"shard": shard, "source": uri, "error": f"{type(err).__name__}: {err}"}
+
+
+_runner: ShardRunner | None = None
+
+
+def _start_child(recipe: dict, signals: dict) -> None:
+    global _runner
+    _runner = ShardRunner(Recipe.model_validate(recipe), signals)
+
+
+def _run_in_child(uri: str, shard: str) -> dict:
+    return _runner(uri, shard)
