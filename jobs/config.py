@@ -132,13 +132,18 @@ def _child(node: Any, part: str, where: str) -> Any:
 
 
 def load_recipe(path: str, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe; raise ValueError naming the bad key."""
+    """Read, override and validate a curation recipe; raise ValueError naming the bad key."""
+    return load_model(Recipe, path, overrides)
+
+
+def load_model(model: type[BaseModel], path: str, overrides: list[str] = ()):
+    """Read a YAML file, apply ``--set`` overrides, validate with ``model``; errors name the key."""
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
     for assignment in overrides:
         apply_override(raw, assignment)
     try:
-        return Recipe.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
         raise ValueError(f"invalid recipe {path}:\n  " + "\n  ".join(lines)) from None

@@ -87,18 +87,13 @@ def signatures(shingles: np.ndarray, shingle_offsets: np.ndarray, seeds: np.ndar
     docs = len(shingle_offsets) - 1
     out = np.full((docs, len(seeds)), _MAX, dtype=np.uint64)
     nonempty = np.flatnonzero(np.diff(shingle_offsets) > 0)
-    d = 0
-    while d < len(nonempty):
-        first = nonempty[d]
-        last = d
-        while last + 1 < len(nonempty) and shingle_offsets[nonempty[last + 1] + 1] - shingle_offsets[first] <= CHUNK_SHINGLES:
-            last += 1
-        block_docs = nonempty[d: last + 1]
-        lo, hi = shingle_offsets[first], shingle_offsets[block_docs[-1] + 1]
-        values = mix64(shingles[lo:hi, None] ^ seeds[None, :])
-        starts = shingle_offsets[block_docs] - lo
-        out[block_docs] = np.minimum.reduceat(values, starts, axis=0)
-        d = last + 1
+    starts, ends = shingle_offsets[nonempty], shingle_offsets[nonempty + 1]
+    i = 0
+    while i < len(nonempty):  # blocks of whole documents holding about CHUNK_SHINGLES shingles
+        j = max(i + 1, int(np.searchsorted(ends, starts[i] + CHUNK_SHINGLES, side="right")))
+        values = mix64(shingles[starts[i]: ends[j - 1], None] ^ seeds[None, :])
+        out[nonempty[i:j]] = np.minimum.reduceat(values, starts[i:j] - starts[i], axis=0)
+        i = j
     return out
 
 

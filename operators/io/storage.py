@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import IO
 from urllib.parse import urlparse
@@ -54,6 +54,14 @@ class Storage:
     endpoint_url: str | None = None
     region: str | None = None
     anonymous: bool | None = None  # None: anonymous for the public Common Crawl bucket only
+
+    def __getstate__(self) -> dict:
+        """Pickle the settings only; clients and filesystems are rebuilt where the object lands."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def _anonymous_for(self, uri: str) -> bool:
         if self.anonymous is not None:
@@ -161,6 +169,19 @@ class Storage:
     def delete(self, uri: str) -> None:
         fs, path = self.filesystem(uri)
         fs.delete_file(path)
+
+    def walk(self, uri: str, suffix: str) -> list[str]:
+        """Every file under ``uri`` (recursively) ending in ``suffix``, skipping ``_``-prefixed names."""
+        fs, path = self.filesystem(uri)
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        scheme = "s3://" if is_s3(uri) else ""
+        found = []
+        for info in infos:
+            relative = info.path[len(path):].strip("/")
+            if info.type == pafs.FileType.File and info.path.endswith(suffix) and not any(
+                    part.startswith(("_", ".")) for part in relative.split("/")):
+                found.append(scheme + info.path)
+        return sorted(found)
 
     def listdir(self, uri: str) -> list[str]:
         """Base names of the files directly under ``uri`` (empty if it does not exist)."""

@@ -1,0 +1,197 @@
+"""The dedup job's Spark plan: URL, exact and MinHash-LSH fuzzy duplicates, over a run's shards.
+
+Input and output go through our own Arrow readers and writers inside ``mapInArrow`` (not
+Spark's Hadoop connectors), so ``s3://`` works with the same settings as every other stage and
+each input shard comes back as one Parquet file of the same name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark import TaskContext
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from operators.dedup.exact import text_keys
+from operators.dedup.minhash import jaccard, minhash_bands, shingle_sets
+from operators.dedup.spark_components import connected_components
+from operators.io.storage import Storage, discard, join
+from operators.schema import conform
+
+DUPLICATES_SCHEMA = "id string, cluster_id string, kept_id string, method string"
+
+
+def _shard_of(path: str) -> tuple[str, str]:
+    """(crawl, shard) from ``.../<crawl>/<shard>.parquet``."""
+    parts = path.rstrip("/").split("/")
+    return parts[-2], parts[-1].removesuffix(".parquet")
+
+
+def read_shards(spark: SparkSession, storage: Storage, files: list[str], schema: pa.Schema,
+                extra=None, extra_fields: tuple = ()) -> DataFrame:
+    """A DataFrame of every row in ``files`` plus ``_crawl``/``_shard``; ``extra(table)`` adds columns."""
+    full = pa.schema(list(schema) + [pa.field("_crawl", pa.string()), pa.field("_shard", pa.string())]
+                     + list(extra_fields))
+
+    def read(batches):
+        for batch in batches:
+            for path in batch.column("path").to_pylist():
+                fs, inner = storage.filesystem(path)
+                table = conform(pq.read_table(inner, filesystem=fs), schema)
+                crawl, shard = _shard_of(path)
+                table = table.append_column("_crawl", pa.repeat(pa.scalar(crawl), table.num_rows))
+                table = table.append_column("_shard", pa.repeat(pa.scalar(shard), table.num_rows))
+                for chunk in table.to_batches(max_chunksize=2048):
+                    chunk = pa.Table.from_batches([chunk])
+                    if extra is not None:
+                        chunk = extra(chunk)
+                    yield from chunk.to_batches()
+
+    paths = spark.createDataFrame([(f,) for f in files], "path string")
+    return paths.repartition(max(1, len(files)), "path").mapInArrow(read, from_arrow_schema(full))
+
+
+def signature_columns(exact: dict, minhash: dict):
+    """The ``extra`` function adding ``_exact`` (text key) and ``_bands`` (LSH keys), and their fields."""
+    fields = [pa.field("_exact", pa.string()), pa.field("_bands", pa.list_(pa.int64()))]
+
+    def add(table: pa.Table) -> pa.Table:
+        text = table.column("text").combine_chunks()
+        keys = text_keys(text, bits=exact["hash_bits"], nfc=exact["nfc"],
+                         fold_whitespace=exact["fold_whitespace"], lowercase=exact["lowercase"])
+        bands = minhash_bands(text, minhash["ngram"], minhash["bands"], minhash["rows"], minhash["seed"])
+        offsets = pa.array(np.arange(0, bands.size + 1, minhash["bands"], dtype=np.int32))
+        table = table.append_column("_exact", keys)
+        return table.append_column("_bands", pa.ListArray.from_arrays(offsets, pa.array(bands.ravel())))
+
+    return add, tuple(fields)
+
+
+def _first_per_group(df: DataFrame, group: str, order: list, method: str) -> DataFrame:
+    """Rows beyond the first of each group (by ``order``) as duplicates of that first row."""
+    w = Window.partitionBy(group).orderBy(*order)
+    ranked = df.withColumn("_rank", F.row_number().over(w)).withColumn("_kept", F.first("id").over(w))
+    return ranked.where("_rank > 1").select(
+        "id", F.col("_kept").alias("cluster_id"), F.col("_kept").alias("kept_id"), F.lit(method).alias("method"))
+
+
+def url_duplicates(meta: DataFrame) -> DataFrame:
+    """Captures of the same URL: the latest capture (then smallest id) is kept."""
+    return _first_per_group(meta.where(F.col("url").isNotNull()), "url",
+                            [F.col("date").desc_nulls_last(), "id"], "url")
+
+
+def exact_duplicates(meta: DataFrame) -> DataFrame:
+    """Same normalised text: the earliest capture (then smallest id) is kept."""
+    return _first_per_group(meta, "_exact", [F.col("date").asc_nulls_last(), "id"], "exact")
+
+
+def candidate_edges(meta: DataFrame) -> DataFrame:
+    """For each LSH bucket with two or more documents, an edge from each member to the bucket's smallest id.
+
+    A star per bucket instead of all pairs: linear in bucket size, so a huge bucket costs no more
+    memory than its member list, and connectivity (all that components need) is the same.
+    """
+    bands = meta.select("id", F.posexplode("_bands").alias("band", "key"))
+    buckets = bands.groupBy("band", "key").agg(F.min("id").alias("anchor"), F.count("*").alias("n")).where("n > 1")
+    return (bands.join(buckets, ["band", "key"]).where(F.col("id") != F.col("anchor"))
+            .select(F.col("id").alias("src"), F.col("anchor").alias("dst")).distinct())
+
+
+def verified_edges(edges: DataFrame, texts: DataFrame, ngram: int, threshold: float) -> DataFrame:
+    """Candidate edges whose true Jaccard similarity of word ``ngram`` shingles is at least ``threshold``."""
+    pairs = (edges.join(texts.select(F.col("id").alias("src"), F.col("text").alias("a")), "src")
+             .join(texts.select(F.col("id").alias("dst"), F.col("text").alias("b")), "dst"))
+
+    def score(batches):
+        for batch in batches:
+            a = shingle_sets(batch.column("a"), ngram)
+            b = shingle_sets(batch.column("b"), ngram)
+            sims = pa.array([jaccard(x, y) for x, y in zip(a, b, strict=True)], pa.float64())
+            yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), sims],
+                                             names=["src", "dst", "jaccard"])
+
+    scored = pairs.select("src", "dst", "a", "b").mapInArrow(score, "src string, dst string, jaccard double")
+    return scored.where(F.col("jaccard") >= threshold).select("src", "dst")
+
+
+def fuzzy_duplicates(meta: DataFrame, edges: DataFrame) -> DataFrame:
+    """Documents in a connected component of ``edges`` other than its kept one (earliest, then smallest id)."""
+    components = connected_components(edges)
+    members = components.join(meta.select(F.col("id").alias("vertex"), "date"), "vertex")
+    w = Window.partitionBy("component").orderBy(F.col("date").asc_nulls_last(), "vertex")
+    ranked = members.withColumn("_rank", F.row_number().over(w)).withColumn("_kept", F.first("vertex").over(w))
+    return ranked.where("_rank > 1").select(
+        F.col("vertex").alias("id"), F.col("component").alias("cluster_id"), F.col("_kept").alias("kept_id"),
+        F.lit("fuzzy").alias("method"))
+
+
+def write_shards(kept: DataFrame, storage: Storage, output: str, schema: pa.Schema, compression: str) -> list:
+    """Write each shard's kept rows to ``<output>/<crawl>/<shard>.parquet``; return (crawl, shard, rows)."""
+
+    def write(batches):
+        current, writer, staging, target, rows, done = None, None, None, None, 0, []
+
+        def close():
+            writer.close()
+            storage.commit(staging, target)
+            done.append((*current, rows))
+
+        try:
+            for batch in batches:
+                table = pa.Table.from_batches([batch])
+                keys = list(zip(table.column("_crawl").to_pylist(), table.column("_shard").to_pylist(),
+                                strict=True))
+                start = 0
+                while start < len(keys):
+                    end = start
+                    while end < len(keys) and keys[end] == keys[start]:
+                        end += 1
+                    if keys[start] != current:
+                        if writer is not None:
+                            close()
+                        current, rows = keys[start], 0
+                        target = join(output, current[0], f"{current[1]}.parquet")
+                        staging = storage.staging_path(target)
+                        writer = pq.ParquetWriter(staging, schema, compression=compression)
+                    writer.write_table(conform(table.slice(start, end - start), schema))
+                    rows += end - start
+                    start = end
+            if writer is not None:
+                close()
+        except BaseException:
+            if writer is not None:
+                writer.close()
+                discard(staging)
+            raise
+        if done:
+            crawls, shards, counts = zip(*done, strict=True)
+            yield pa.RecordBatch.from_arrays([pa.array(crawls), pa.array(shards), pa.array(counts, pa.int64())],
+                                             names=["crawl", "shard", "rows"])
+
+    ordered = kept.repartition("_crawl", "_shard").sortWithinPartitions("_crawl", "_shard", "source_offset", "id")
+    return ordered.mapInArrow(write, "crawl string, shard string, rows long").collect()
+
+
+def write_table_parts(df: DataFrame, storage: Storage, folder: str) -> int:
+    """Write ``df`` as ``<folder>/part-<partition>.parquet`` files; return the row count."""
+    def write(batches):
+        tables = [pa.Table.from_batches([b]) for b in batches]
+        if not tables:
+            return
+        table = pa.concat_tables(tables)
+        part = join(folder, f"part-{TaskContext.get().partitionId():05d}.parquet")
+        storage.write_atomic(part, lambda out: pq.write_table(table, out, compression="zstd"))
+        yield pa.RecordBatch.from_arrays([pa.array([table.num_rows], pa.int64())], names=["rows"])
+
+    return sum(r["rows"] for r in df.mapInArrow(write, "rows long").collect())
+
+
+def largest_cluster(dups: DataFrame) -> int:
+    """Size of the largest duplicate cluster, kept document included (0 when there are none)."""
+    row = dups.groupBy("method", "cluster_id").count().agg(F.max("count")).first()
+    return int(row[0]) + 1 if row and row[0] is not None else 0
+
