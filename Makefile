@@ -12,7 +12,10 @@ SETS := $(if $(INPUT),--set 'input.paths=$(INPUT)') \
         $(if $(CRAWL),--set 'input.crawl=$(CRAWL)') \
         $(if $(LIMIT),--set 'input.limit=$(LIMIT)')
 
-.PHONY: install test run bench lint clean
+DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
+DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
+
+.PHONY: install test run dedup bench bench-dedup lint clean
 
 install: $(VENV)/.installed
 
@@ -28,8 +31,14 @@ test: install
 run: install
 	$(PY) -m jobs.curate --config $(RECIPE) $(SETS)
 
+dedup: install
+	$(PY) -m jobs.dedup --config $(DEDUP_RECIPE) $(DEDUP_SETS)
+
 bench: install
 	$(PY) -m benchmarks.curate_throughput
+
+bench-dedup: install
+	$(PY) -m benchmarks.dedup_scaling $(if $(SIZES),--sizes $(SIZES))
 
 lint: install
 	$(PY) -m ruff check operators jobs tests benchmarks

@@ -56,6 +56,7 @@ class MinHashConfig(Strict):
     seed: int = 1
     verify: bool = True
     threshold: float = Field(0.8, ge=0, le=1, description="true-Jaccard bar when verify is on")
+    max_pairs_bucket: int = Field(32, ge=2, description="larger buckets give star edges, not all pairs")
 
 
 class SparkConfig(Strict):
@@ -126,7 +127,7 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
         methods.append(lambda pool: sd.fuzzy_duplicates(pool, fuzzy_edges(pool)))
 
     def fuzzy_edges(pool):
-        edges = sd.candidate_edges(pool)
+        edges = sd.candidate_edges(pool, recipe.minhash.max_pairs_bucket)
         if recipe.minhash.verify:
             edges = sd.verified_edges(edges, docs.select("id", "text"), recipe.minhash.ngram,
                                       recipe.minhash.threshold)

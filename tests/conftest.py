@@ -118,8 +118,37 @@ def ray_local(s3_server):
     ray.shutdown()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "real-pages-dev.warc.gz").exists():
         pytest.skip(f"real Common Crawl pages not found at {SHARED_DATA} (the ../shared/data folder)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real_texts(shared_data) -> list[str]:
+    """Main-content text of every real page in ``real-pages-dev.warc.gz`` that has any (resiliparse)."""
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import detect_encoding
+    from resiliparse.parse.html import HTMLTree
+
+    out = []
+    with open(shared_data / "real-pages-dev.warc.gz", "rb") as f:
+        for record in ArchiveIterator(f, record_types=WarcRecordType.response):
+            body = record.reader.read()
+            text = extract_plain_text(HTMLTree.parse_from_bytes(body, detect_encoding(body)), main_content=True)
+            if text:
+                out.append(text)
+    return out
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory, s3_server):
+    """One local Spark (2 cores) for the session, started after the S3 credentials are in the environment."""
+    from jobs.dedup import SparkConfig, spark_session
+
+    session = spark_session(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=4,
+                                        conf={"spark.local.dir": str(tmp_path_factory.mktemp("spark"))}))
+    yield session
+    session.stop()

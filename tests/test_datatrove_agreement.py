@@ -10,9 +10,8 @@ import pytest
 from jobs.config import load_recipe
 from operators.io.storage import Storage
 from operators.registry import build
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import ROOT
 
-WARC = SHARED_DATA / "real-pages-dev.warc.gz"
 NAMES = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 
 
@@ -39,24 +38,9 @@ def theirs():
 
 
 @pytest.fixture(scope="module")
-def texts() -> list[str]:
-    if not WARC.exists():
-        pytest.skip(f"real-page sample not found at {WARC}")
+def texts(real_texts) -> list[str]:
     pytest.importorskip("datatrove", reason="datatrove (the reference implementation) is not installed")
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import detect_encoding
-    from resiliparse.parse.html import HTMLTree
-
-    out = []
-    with WARC.open("rb") as f:
-        for record in ArchiveIterator(f, record_types=WarcRecordType.response):
-            body = record.reader.read()
-            tree = HTMLTree.parse_from_bytes(body, detect_encoding(body))
-            text = extract_plain_text(tree, main_content=True)
-            if text:
-                out.append(text)
-    return out
+    return real_texts
 
 
 def datatrove_first_failure(filters, texts: list[str]) -> list[str | None]:

@@ -89,16 +89,23 @@ def exact_duplicates(meta: DataFrame) -> DataFrame:
     return _first_per_group(meta, "_exact", [F.col("date").asc_nulls_last(), "id"], "exact")
 
 
-def candidate_edges(meta: DataFrame) -> DataFrame:
-    """For each LSH bucket with two or more documents, an edge from each member to the bucket's smallest id.
+def candidate_edges(meta: DataFrame, max_pairs_bucket: int) -> DataFrame:
+    """Candidate pairs from LSH buckets holding two or more documents.
 
-    A star per bucket instead of all pairs: linear in bucket size, so a huge bucket costs no more
-    memory than its member list, and connectivity (all that components need) is the same.
+    A bucket of up to ``max_pairs_bucket`` documents gives all its pairs, so verification sees
+    every pair that collided. A larger bucket (boilerplate shared by thousands of pages) gives a
+    star instead, each member to the bucket's smallest id: linear in its size, so no bucket can
+    blow up memory, and connectivity (all that components need) is kept.
     """
     bands = meta.select("id", F.posexplode("_bands").alias("band", "key"))
     buckets = bands.groupBy("band", "key").agg(F.min("id").alias("anchor"), F.count("*").alias("n")).where("n > 1")
-    return (bands.join(buckets, ["band", "key"]).where(F.col("id") != F.col("anchor"))
-            .select(F.col("id").alias("src"), F.col("anchor").alias("dst")).distinct())
+    members = bands.join(buckets, ["band", "key"])
+    small = members.where(F.col("n") <= max_pairs_bucket).select("band", "key", "id")
+    pairs = (small.alias("a").join(small.alias("b"), ["band", "key"]).where(F.col("a.id") < F.col("b.id"))
+             .select(F.col("b.id").alias("src"), F.col("a.id").alias("dst")))
+    stars = (members.where((F.col("n") > max_pairs_bucket) & (F.col("id") != F.col("anchor")))
+             .select(F.col("id").alias("src"), F.col("anchor").alias("dst")))
+    return pairs.union(stars).distinct()
 
 
 def verified_edges(edges: DataFrame, texts: DataFrame, ngram: int, threshold: float) -> DataFrame:

@@ -1,0 +1,164 @@
+"""Global dedup on real local Spark: exact values on small sets, planted near-duplicates, determinism."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from jobs.config import load_model
+from jobs.dedup import DedupRecipe, run
+from operators.dedup.minhash import jaccard, shingle_sets
+from operators.schema import conform, output_schema
+from tests.conftest import ENGLISH, GERMAN, ROOT
+
+RECIPE = str(ROOT / "jobs" / "recipes" / "dedup.yaml")
+SCHEMA = output_schema({"gopher_word_count": pa.int64()})
+
+
+def write_run(folder: Path, shards: dict[str, list[dict]], crawl: str = "CC-MAIN-2024-22") -> Path:
+    """Write documents like the curation job does: ``<folder>/<crawl>/<shard>.parquet``."""
+    for name, rows in shards.items():
+        path = folder / crawl / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(conform(pa.Table.from_pylist(rows), SCHEMA), path)
+    return folder
+
+
+def recipe(tmp_path: Path, src: Path, *overrides: str) -> DedupRecipe:
+    return load_model(DedupRecipe, RECIPE, [f"input={src}", f"output={tmp_path / 'dedup'}", *overrides])
+
+
+def duplicates(out: Path) -> dict[str, tuple]:
+    table = pads.dataset(str(out / "duplicates"), format="parquet").to_table()
+    return {r["id"]: (r["cluster_id"], r["kept_id"], r["method"]) for r in table.to_pylist()}
+
+
+def kept_ids(out: Path) -> list[str]:
+    files = [p for p in out.rglob("*.parquet") if "duplicates" not in p.parts]
+    return sorted(i for f in files for i in pq.read_table(f).column("id").to_pylist())
+
+
+def edit(text: str, fraction: float, rng: random.Random) -> str:
+    words = text.split()
+    for i in rng.sample(range(len(words)), max(1, round(len(words) * fraction))):
+        words[i] = f"zq{rng.randrange(10**6)}"
+    return " ".join(words)
+
+
+def test_exact_and_fuzzy_on_a_small_set(tmp_path, spark):
+    base = " ".join(ENGLISH)
+    src = write_run(tmp_path / "filter", {
+        "s0": [dict(id="a", text=base, url="https://x.example/1", date="2024-05-01T00:00:00Z", source_offset=10),
+               dict(id="b", text="  " + base.upper().replace(" ", " \n "), url="https://x.example/2",
+                    date="2023-01-01T00:00:00Z", source_offset=20),
+               dict(id="c", text=base.replace("twelfth", "thirteenth"), url="https://x.example/3",
+                    date="2024-06-01T00:00:00Z", source_offset=30)],
+        "s1": [dict(id="d", text=" ".join(GERMAN), url="https://y.example/", date="2024-01-01T00:00:00Z"),
+               dict(id="e", text="A short text.", url="https://z.example/", date="2024-01-01T00:00:00Z")],
+        "s2": [dict(id="f", text=base, url="https://x.example/1", date="2025-01-01T00:00:00Z")],
+    })
+    stats = run(recipe(tmp_path, src), spark)
+    out = tmp_path / "dedup"
+    assert duplicates(out) == {"a": ("b", "b", "exact"), "f": ("b", "b", "exact"), "c": ("b", "b", "fuzzy")}
+    assert kept_ids(out) == ["b", "d", "e"]
+    assert sorted(p.name for p in (out / "CC-MAIN-2024-22").iterdir()) == ["s0.parquet", "s1.parquet", "s2.parquet"]
+    assert pq.read_table(out / "CC-MAIN-2024-22" / "s2.parquet").num_rows == 0
+    assert pq.read_table(out / "CC-MAIN-2024-22" / "s0.parquet").schema.equals(SCHEMA, check_metadata=False)
+    assert stats | {"seconds": 0, "config": 0} == {
+        "input": 6, "kept": 3, "removed": 3, "url_duplicates": 0, "exact_duplicates": 2, "fuzzy_duplicates": 1,
+        "clusters": {"exact": 1, "fuzzy": 1}, "largest_cluster": 3, "shards": 3, "seconds": 0, "config": 0}
+    assert json.loads((out / "_stats.json").read_text())["removed"] == 3
+
+
+def test_url_dedup_keeps_the_latest_capture(tmp_path, spark):
+    src = write_run(tmp_path / "filter", {"s0": [
+        dict(id="old", text="first version of the page", url="https://x.example/", date="2023-01-01T00:00:00Z"),
+        dict(id="new", text="second version, rewritten", url="https://x.example/", date="2024-01-01T00:00:00Z"),
+        dict(id="other", text="another page entirely", url="https://y.example/", date="2022-01-01T00:00:00Z"),
+    ]})
+    stats = run(recipe(tmp_path, src, "url.enabled=true"), spark)
+    assert duplicates(tmp_path / "dedup") == {"old": ("new", "new", "url")}
+    assert stats["url_duplicates"] == 1 and kept_ids(tmp_path / "dedup") == ["new", "other"]
+
+
+def test_chain_of_near_duplicates_is_one_cluster(tmp_path, spark):
+    a = " ".join(ENGLISH).split()
+    b = a[:]
+    b[10], b[70], b[130] = "alpha", "beta", "gamma"
+    c = b[:]
+    c[40], c[100], c[160] = "delta", "epsilon", "zeta"
+    texts = {"a": " ".join(a), "b": " ".join(b), "c": " ".join(c)}
+    sets = {k: shingle_sets(pa.array([v]), 5)[0] for k, v in texts.items()}
+    assert jaccard(sets["a"], sets["b"]) >= 0.8 and jaccard(sets["b"], sets["c"]) >= 0.8
+    assert jaccard(sets["a"], sets["c"]) < 0.8  # only the chain joins a and c
+    src = write_run(tmp_path / "filter", {"s": [dict(id=k, text=v, date=f"2024-01-0{i + 1}") for i, (k, v)
+                                                in enumerate(texts.items())]})
+    run(recipe(tmp_path, src), spark)
+    assert duplicates(tmp_path / "dedup") == {"b": ("a", "a", "fuzzy"), "c": ("a", "a", "fuzzy")}
+
+
+def test_planted_near_duplicates_recall_precision_and_determinism(tmp_path, spark, real_texts):
+    rng = random.Random(7)
+    originals = [t for t in real_texts if len(t.split()) >= 100]
+    rows, family, truth = [], {}, {}
+    for i, text in enumerate(originals):
+        rows.append(dict(id=f"d{i:04d}-orig", text=text, date="2024-01-01T00:00:00Z"))
+        family[f"d{i:04d}-orig"] = i
+        original_set = shingle_sets(pa.array([text]), 5)[0]
+        for fraction in (0.005, 0.01, 0.02, 0.05, 0.2):
+            copy = edit(text, fraction, rng)
+            doc_id = f"d{i:04d}-{fraction}"
+            rows.append(dict(id=doc_id, text=copy, date="2024-02-01T00:00:00Z"))
+            family[doc_id] = i
+            truth[doc_id] = jaccard(original_set, shingle_sets(pa.array([copy]), 5)[0])
+    shards = {f"s{k}": rows[k::3] for k in range(3)}
+    src = write_run(tmp_path / "filter", shards)
+    first = run(recipe(tmp_path, src), spark)
+    dups = duplicates(tmp_path / "dedup")
+    kept_first = kept_ids(tmp_path / "dedup")
+
+    cluster_of = {kept: cluster for cluster, kept, _ in dups.values()} | {d: c for d, (c, _, _) in dups.items()}
+
+    def together(doc_id: str) -> bool:
+        original = f"{doc_id.split('-')[0]}-orig"
+        return doc_id in cluster_of and cluster_of[doc_id] == cluster_of.get(original)
+
+    similar = [d for d, j in truth.items() if j >= 0.8]
+    recall = sum(together(d) for d in similar) / len(similar)
+    precision = sum(family[d] == family[kept] for d, (_, kept, _) in dups.items()) / len(dups)
+    dissimilar = [d for d, j in truth.items() if j < 0.5]
+    print(f"\nplanted: {len(similar)} pairs at Jaccard >= 0.8, recall {recall:.4f}, precision {precision:.4f}; "
+          f"{sum(together(d) for d in dissimilar)} of {len(dissimilar)} pairs under 0.5 merged")
+    assert recall >= 0.95 and precision >= 0.99
+    assert first["input"] == len(rows) and first["kept"] + first["removed"] == len(rows)
+
+    run(recipe(tmp_path, src), spark)  # same input and config: identical result
+    assert duplicates(tmp_path / "dedup") == dups and kept_ids(tmp_path / "dedup") == kept_first
+
+
+def test_dedup_reads_and_writes_s3(tmp_path, spark, s3_server, s3_client):
+    s3_client.create_bucket(Bucket="dedup")
+    base = " ".join(ENGLISH)
+    local = write_run(tmp_path / "filter", {"s0": [dict(id="a", text=base, date="2024"),
+                                                   dict(id="b", text=base, date="2023")]})
+    for f in local.rglob("*.parquet"):
+        s3_client.upload_file(str(f), "dedup", f"run/filter/{f.relative_to(local)}")
+    r = load_model(DedupRecipe, RECIPE, ["input=s3://dedup/run/filter", "output=s3://dedup/run/dedup",
+                                         f"storage.endpoint_url={s3_server}"])
+    assert run(r, spark)["removed"] == 1
+    keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket="dedup", Prefix="run/dedup/")["Contents"])
+    assert keys[:2] == ["run/dedup/CC-MAIN-2024-22/s0.parquet", "run/dedup/_stats.json"]
+    assert len(keys) == 3 and keys[2].startswith("run/dedup/duplicates/part-")
+
+
+def test_cli_names_a_bad_key():
+    done = subprocess.run([sys.executable, "-m", "jobs.dedup", "--config", RECIPE, "--set", "minhash.bnads=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "minhash.bnads" in done.stderr
