@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.encoding import detect_encoding
+from resiliparse.parse.html import HTMLTree
 
+from jobs.dedup import DedupRecipe, SparkConfig, run, spark_session
 from operators.dedup.minhash import minhash_bands, mix64
 from operators.schema import conform, output_schema
 
@@ -35,11 +41,6 @@ CRAWL, SHARD_DOCS, BATCH = "CC-MAIN-2024-22", 50_000, 2048
 
 
 def real_texts(warc: Path) -> list[str]:
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import detect_encoding
-    from resiliparse.parse.html import HTMLTree
-
     texts = []
     with open(warc, "rb") as f:
         for rec in ArchiveIterator(f, record_types=WarcRecordType.response):
@@ -74,8 +75,7 @@ def synthesize(texts: list[str], n: int, root: Path, seed: int = 0) -> None:
     near = (np.where(kind == 1, rng.uniform(0.01, 0.03, n), 0.0) * 2.0**64).astype(np.uint64)
     base = fam % len(texts)
     length = np.minimum(rng.integers(100, 401, n)[fam], lens[base])
-    start = base_off[base] + (rng.random(n)[fam] * (lens[base] - length + 1)).astype(np.int64)
-    start = start.astype(np.uint64)
+    start = (base_off[base] + (rng.random(n)[fam] * (lens[base] - length + 1)).astype(np.int64)).astype(np.uint64)
     schema = output_schema({})
     for s, lo in enumerate(range(0, n, SHARD_DOCS)):
         d = np.arange(lo, min(n, lo + SHARD_DOCS))
@@ -141,51 +141,38 @@ def datatrove_signer(scratch: Path) -> tuple:
     return sign, hash_fc
 
 
-def _procs() -> dict[int, tuple[int, str, float]]:
-    """pid -> (ppid, name, RSS MiB) for every process, from /proc/<pid>/status."""
-    out = {}
-    for p in Path("/proc").glob("[0-9]*/status"):
-        try:
-            f = dict(line.split(":", 1) for line in p.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue
-        out[int(p.parent.name)] = (int(f["PPid"]), f["Name"].strip(), int(f.get("VmRSS", "0 kB").split()[0]) / 1024)
-    return out
+def _below(procs: dict, pid: int) -> list[int]:
+    kids = [c for c, (ppid, _, _) in procs.items() if ppid == pid]
+    return kids + [g for c in kids for g in _below(procs, c)]
 
 
 def sample_peaks(stop: threading.Event, peak: dict, interval: float = 0.2) -> None:
     """Peak RSS (MiB) of this process, of its java descendant(s), and of the sum of the JVM's Python workers."""
-    def below(kids, pid):
-        for c in kids.get(pid, []):
-            yield c
-            yield from below(kids, c)
-
     while not stop.is_set():
-        procs, kids = _procs(), {}
-        for pid, (ppid, _, _) in procs.items():
-            kids.setdefault(ppid, []).append(pid)
-        jvms = [p for p in below(kids, os.getpid()) if procs[p][1] == "java"]
-        workers = [p for j in jvms for p in below(kids, j) if procs[p][1].startswith("python")]
-        now = {"jvm": sum(procs[p][2] for p in jvms), "driver": procs.get(os.getpid(), (0, "", 0.0))[2],
-               "workers": sum(procs[p][2] for p in workers)}
-        peak.update({key: max(peak.get(key, 0.0), value) for key, value in now.items()})
+        procs = {}  # pid -> (ppid, name, RSS MiB)
+        for p in Path("/proc").glob("[0-9]*/status"):
+            with suppress(OSError):
+                f = dict(line.split(":", 1) for line in p.read_text().splitlines() if ":" in line)
+                procs[int(p.parent.name)] = (int(f["PPid"]), f["Name"].strip(), int(f.get("VmRSS", "0").split()[0]))
+        jvms = [p for p in _below(procs, os.getpid()) if procs[p][1] == "java"]
+        now = {"jvm": jvms, "driver": [os.getpid()],
+               "workers": [p for j in jvms for p in _below(procs, j) if procs[p][1].startswith("python")]}
+        for key, pids in now.items():
+            peak[key] = max(peak.get(key, 0), sum(procs.get(p, (0, "", 0))[2] for p in pids) / 1024)
         stop.wait(interval)
 
 
 def timed_job(spark, root: Path) -> tuple[dict, dict]:
     """Run the dedup job on <root>/filter; (its stats, peak RSS MiB sampled while it ran)."""
-    from jobs.dedup import DedupRecipe, run
-
     recipe = DedupRecipe(name="bench", input=str(root / "filter"), output=str(root / "dedup"),
                          spark={"master": "local[2]", "shuffle_partitions": 8, "driver_memory": "6g"})
     stop, mem = threading.Event(), {}
     sampler = threading.Thread(target=sample_peaks, args=(stop, mem), daemon=True)
     sampler.start()
-    try:
-        return run(recipe, spark), mem
-    finally:
-        stop.set()
-        sampler.join()
+    stats = run(recipe, spark)
+    stop.set()
+    sampler.join()
+    return stats, mem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the default temp dir")
     parser.add_argument("--warc", default=str(WARC))
     args = parser.parse_args(argv)
-    from jobs.dedup import SparkConfig, spark_session
-
     work = Path(args.work or tempfile.mkdtemp(prefix="dedup-scaling-"))
     texts = real_texts(Path(args.warc))
     print(f"{len(texts)} base texts, avg {sum(map(len, texts)) / len(texts) / 1e3:.1f} KB", file=sys.stderr)
@@ -209,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         synthesize(texts, 2000, work / "warmup" / "filter")
         timed_job(spark, work / "warmup")  # JVM JIT and Python worker start-up, not timed
         for n in map(int, args.sizes.split(",")):
-            t = time.perf_counter()
-            synthesize(texts, n, work / str(n) / "filter")
+            t, src = time.perf_counter(), work / str(n) / "filter"
+            synthesize(texts, n, src)
             print(f"N={n}: synthesised in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-            ours = timed(partial(minhash_bands, n=5, bands=14, rows=8, seed=1), text_batches(work / str(n) / "filter", n))
+            ours = timed(partial(minhash_bands, n=5, bands=14, rows=8, seed=1), text_batches(src, n))
             peer_docs = 0 if args.skip_peer else min(n, args.peer_max)
-            peer = peer_docs and timed(sign, [b.to_pylist() for b in text_batches(work / str(n) / "filter", peer_docs)])
+            peer = peer_docs and timed(sign, [b.to_pylist() for b in text_batches(src, peer_docs)])
             stats, mem = timed_job(spark, work / str(n))
             secs = stats["seconds"]
             print(f"N={n}: {stats}", file=sys.stderr)
