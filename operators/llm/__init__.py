@@ -1,0 +1,1 @@
+"""LLM stages: prompt families, chunking, output parsing and validation, engine adapters."""

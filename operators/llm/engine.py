@@ -1,0 +1,126 @@
+"""Generation engines as Ray Data processors, built with Ray's own ``ray.data.llm``.
+
+``vllm``: vLLM replicas on GPU workers (or vLLM's CPU build with ``device: cpu``), chat template,
+tokenisation and detokenisation done by ray.data.llm's stages. ``openai``: any OpenAI-compatible
+``/chat/completions`` endpoint through ray.data.llm's HTTP processor. Either way a request row
+carries ``request_key``, ``prompt_name`` (a prompt name or path), ``chunk`` and ``request_seed``; the
+messages are rendered on the workers from the prompt file; every result row gets ``generated``, ``tokens_in``,
+``tokens_out`` and ``truncated`` (stopped at ``max_tokens``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from operators.llm.prompts import load_prompt
+
+PASS_THROUGH = ("request_key", "shard_key", "parent_id", "prompt_name", "chunk_index", "chunks", "request_seed",
+                "expected")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1)
+    seed: int = 0
+
+
+class EndpointConfig(Strict):
+    url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    qps: int | None = None
+    concurrency: int = 4
+
+
+class LLMConfig(Strict):
+    engine: Literal["vllm", "openai"] = "vllm"
+    model: str = Field(description="hub id, local path, or s3:// URI (fetched by ray.data.llm)")
+    device: Literal["gpu", "cpu"] = "gpu"
+    dtype: str = "auto"
+    max_model_len: int = Field(8192, ge=128)
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    replicas: int | tuple[int, int] = Field(1, description="fixed count, or (min, max) to autoscale")
+    batch_size: int = Field(64, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    engine_kwargs: dict = Field(default_factory=dict, description="any further vLLM engine argument")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+
+
+def _sampling(llm: LLMConfig, seed: int) -> dict:
+    s = llm.sampling
+    return {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
+
+
+def _vllm(llm: LLMConfig):
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    engine_kwargs = {"dtype": llm.dtype, "max_model_len": llm.max_model_len,
+                     "tensor_parallel_size": llm.tensor_parallel_size,
+                     "pipeline_parallel_size": llm.pipeline_parallel_size,
+                     "gpu_memory_utilization": llm.gpu_memory_utilization,
+                     "enable_prefix_caching": llm.enable_prefix_caching, "enforce_eager": llm.enforce_eager,
+                     **llm.engine_kwargs}
+    cpu = llm.device == "cpu"
+    # On a CPU-only node the engine needs a CPU bundle, and the light helper stages must not hold
+    # whole CPUs or the engine never gets scheduled on a small machine.
+    helper = {"enabled": True, "num_cpus": 0.25} if cpu else True
+    config = vLLMEngineProcessorConfig(
+        model_source=llm.model, engine_kwargs=engine_kwargs, batch_size=llm.batch_size,
+        concurrency=llm.replicas, log_engine_metrics=not cpu,
+        placement_group_config={"bundles": [{"CPU": 1}]} if cpu else None,
+        chat_template_stage=helper, tokenize_stage=helper, detokenize_stage=helper)
+
+    def pre(row: dict) -> dict:
+        return {"messages": load_prompt(row["prompt_name"]).messages(row["chunk"]),
+                "sampling_params": _sampling(llm, int(row["request_seed"])), **{k: row[k] for k in PASS_THROUGH}}
+
+    def post(row: dict) -> dict:
+        tokens_out = int(row.get("num_generated_tokens") or 0)
+        return {**{k: row[k] for k in PASS_THROUGH}, "generated": row.get("generated_text") or "",
+                "tokens_in": int(row.get("num_input_tokens") or 0), "tokens_out": tokens_out,
+                "truncated": tokens_out >= llm.sampling.max_tokens}
+
+    return build_processor(config, preprocess=pre, postprocess=post)
+
+
+def _openai(llm: LLMConfig):
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    headers = {"Content-Type": "application/json"}
+    if llm.endpoint.api_key_env:
+        headers["Authorization"] = f"Bearer {os.environ[llm.endpoint.api_key_env]}"
+    config = HttpRequestProcessorConfig(url=llm.endpoint.url.rstrip("/") + "/chat/completions", headers=headers,
+                                        qps=llm.endpoint.qps, concurrency=llm.endpoint.concurrency)
+
+    def pre(row: dict) -> dict:
+        payload = {"model": llm.model, "messages": load_prompt(row["prompt_name"]).messages(row["chunk"]),
+                   **_sampling(llm, int(row["request_seed"]))}
+        return {"payload": payload, **{k: row[k] for k in PASS_THROUGH}}
+
+    def post(row: dict) -> dict:
+        response = row.get("http_response") or {}
+        choice = (response.get("choices") or [{}])[0]
+        usage = response.get("usage") or {}
+        return {**{k: row[k] for k in PASS_THROUGH},
+                "generated": (choice.get("message") or {}).get("content") or "",
+                "tokens_in": int(usage.get("prompt_tokens") or 0),
+                "tokens_out": int(usage.get("completion_tokens") or 0),
+                "truncated": choice.get("finish_reason") == "length"}
+
+    return build_processor(config, preprocess=pre, postprocess=post)
+
+
+def build_engine(llm: LLMConfig):
+    """A Ray Data processor: ``processor(dataset_of_requests) -> dataset_of_results``."""
+    return _vllm(llm) if llm.engine == "vllm" else _openai(llm)

@@ -1,0 +1,50 @@
+"""Turn an input shard into generation requests: route each document to prompts, chunk to budget."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pyarrow as pa
+
+from operators.llm.chunking import chunk_text
+from operators.llm.prompts import load_prompt
+
+
+@cache
+def token_counter(tokenizer_path: str):
+    """``count(list[str]) -> list[int]`` with the model's own tokenizer (loaded once per process)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    return count
+
+
+def route(table: pa.Table, prompts: list[str], routing: dict | None) -> list[list[str]]:
+    """Prompt names per document: all ``prompts``, or ``high``/``low`` by a quality column."""
+    if not routing:
+        return [prompts] * table.num_rows
+    if routing["column"] not in table.column_names:
+        raise ValueError(f"routing.column: {routing['column']!r} is not a column of the input")
+    return [routing["high"] if v is not None and v >= routing["threshold"] else routing["low"]
+            for v in table.column(routing["column"]).to_pylist()]
+
+
+def shard_requests(table: pa.Table, shard_key: str, prompts: list[str], routing: dict | None,
+                   count, seed: int) -> list[dict]:
+    """One request per (document, prompt, chunk), each knowing how many its shard has in all."""
+    rows = []
+    for doc_id, text, chosen in zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
+                                    route(table, prompts, routing), strict=True):
+        for name in chosen:
+            chunks = chunk_text(text or "", load_prompt(name).max_input_tokens, count)
+            for i, chunk in enumerate(chunks):
+                rows.append({"request_key": f"{shard_key}\t{doc_id}\t{name}\t{i}", "shard_key": shard_key,
+                             "parent_id": doc_id, "prompt_name": name, "chunk_index": i, "chunks": len(chunks),
+                             "chunk": chunk, "request_seed": seed})
+    for row in rows:
+        row["expected"] = len(rows)
+    return rows

@@ -1,0 +1,107 @@
+"""Prompt files, chunking and output handling, on hand-written texts and model outputs."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+
+from operators.llm.chunking import chunk_text
+from operators.llm.outputs import assemble, strip_preamble, validate
+from operators.llm.prompts import load_prompt, shipped_prompts
+from operators.llm.requests import route, shard_requests
+from tests.conftest import ENGLISH, ROOT
+
+GOLDEN = ROOT / "tests" / "golden"
+SAMPLE = "The old bridge was built in 1820.\n\nIt crosses the river near the mill."
+
+
+def words(texts: list[str]) -> list[int]:
+    return [len(t.split()) for t in texts]
+
+
+def render(name: str) -> str:
+    p = load_prompt(name)
+    text = f"# {p.ref} family={p.family} max_input_tokens={p.max_input_tokens} length_ratio={list(p.length_ratio)}\n"
+    return text + "".join(f"--- {m['role']}\n{m['content']}\n" for m in p.messages(SAMPLE))
+
+
+@pytest.mark.parametrize("name", shipped_prompts())
+def test_prompts_render_exactly_as_their_golden_files(name):
+    assert render(name) == (GOLDEN / f"{name}.txt").read_text()
+
+
+def test_the_nine_prompt_families_and_nemotron_budgets():
+    assert shipped_prompts() == ["nemotron_distill", "nemotron_extract", "nemotron_list", "nemotron_qa",
+                                 "nemotron_wikipedia", "wrap_easy", "wrap_hard", "wrap_medium", "wrap_qa"]
+    budgets = {n: load_prompt(n).max_input_tokens for n in shipped_prompts() if n.startswith("nemotron")}
+    assert budgets == {"nemotron_qa": 1000, "nemotron_distill": 2000, "nemotron_extract": 1400,
+                       "nemotron_list": 1000, "nemotron_wikipedia": 512}
+
+
+def test_bad_prompt_files_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="unknown prompt 'wrap_tiny'"):
+        load_prompt("wrap_tiny")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "operators/llm/prompts/wrap_easy.yaml").read_text().replace("{text}", "{txt}"))
+    with pytest.raises(ValueError, match="exactly one"):
+        load_prompt(str(bad))
+
+
+def test_chunks_follow_paragraphs_then_sentences_then_words():
+    text = "A b c. D e f g. H i.\n\nJ k l m n o p q r s t u v w x y z.\n\nshort para."
+    assert chunk_text(text, 100, words) == [text]
+    assert chunk_text(text, 5, words) == ["A b c.", "D e f g.", "H i.", "J k l m n", "o p q r s", "t u v w x",
+                                          "y z.", "short para."]
+    assert chunk_text("one two\n\nthree four", 2, words) == ["one two", "three four"]
+
+
+def test_chunking_loses_nothing_and_keeps_order():
+    text = "\n\n".join(ENGLISH * 3)
+    for budget in (7, 20, 45, 80):
+        chunks = chunk_text(text, budget, words)
+        assert all(n <= budget for n in words(chunks))
+        assert " ".join(" ".join(chunks).split()) == " ".join(text.split())
+
+
+def test_assembly_restores_chunk_order():
+    parts = [(i, f"part {i}.") for i in range(12)]
+    random.Random(3).shuffle(parts)
+    assert assemble(parts) == "\n\n".join(f"part {i}." for i in range(12))
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("Here is a paraphrased version of the text:\n\nThe bridge is old.", "The bridge is old."),
+    ("Sure! Here's the rewritten text:\nThe bridge is old.", "The bridge is old."),
+    ("Rewritten text: The bridge is old.", "The bridge is old."),
+    ("Here are the key facts:\n- The bridge dates from 1820.", "- The bridge dates from 1820."),
+    ("The bridge is old. Here is why: it was built in 1820.", "The bridge is old. Here is why: it was built in 1820."),
+])
+def test_preambles_are_stripped_and_content_kept(raw, clean):
+    assert strip_preamble(raw) == clean
+
+
+def test_validators_give_the_first_failing_rule():
+    source = "The old bridge was built in 1820 and it crosses the river near the mill on the east side."
+    outputs = ["", "The bridge", "I'm sorry, but I can't help with that request today.",
+               "Die alte Brücke wurde 1820 gebaut und überquert den Fluss bei der Mühle.", "Old bridge.",
+               source, "Built in 1820, the old bridge spans the river by the mill, on its eastern side."]
+    reasons = validate(outputs, [source] * 7, [False, True, False, False, False, False, False], (0.3, 3.0), 0.9,
+                       ["en", "en", "en", "de", "en", "en", "en"], ["en"] * 7)
+    assert reasons == ["empty", "truncated", "refusal", "wrong_language", "length_ratio", "copy", None]
+
+
+def test_routing_by_a_quality_column_and_request_counts():
+    table = pa.table({"id": ["hi", "lo", "none"], "text": [SAMPLE, SAMPLE, SAMPLE], "score": [0.9, 0.1, None]})
+    routing = {"column": "score", "threshold": 0.5, "high": ["nemotron_qa", "nemotron_list"],
+               "low": ["nemotron_wikipedia"]}
+    assert route(table, [], routing) == [["nemotron_qa", "nemotron_list"], ["nemotron_wikipedia"],
+                                         ["nemotron_wikipedia"]]
+    rows = shard_requests(table, "c/s", [], routing, words, seed=7)
+    assert [(r["parent_id"], r["prompt_name"], r["chunk_index"]) for r in rows] == [
+        ("hi", "nemotron_qa", 0), ("hi", "nemotron_list", 0), ("lo", "nemotron_wikipedia", 0),
+        ("none", "nemotron_wikipedia", 0)]
+    assert {r["expected"] for r in rows} == {4} and {r["request_seed"] for r in rows} == {7}
+    with pytest.raises(ValueError, match="routing.column"):
+        route(table, [], routing | {"column": "quality_score"})
