@@ -26,11 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from fastwarc.warc import ArchiveIterator, WarcRecordType
-from resiliparse.extract.html2text import extract_plain_text
-from resiliparse.parse.encoding import detect_encoding
-from resiliparse.parse.html import HTMLTree
 
+from benchmarks.real_pages import real_texts
 from jobs.dedup import DedupRecipe, SparkConfig, run, spark_session
 from operators.dedup.minhash import minhash_bands, mix64
 from operators.schema import conform, output_schema
@@ -38,17 +35,6 @@ from operators.schema import conform, output_schema
 ROOT = Path(__file__).resolve().parents[1]
 WARC = ROOT.parent / "shared" / "data" / "real-pages-dev.warc.gz"
 CRAWL, SHARD_DOCS, BATCH = "CC-MAIN-2024-22", 50_000, 2048
-
-
-def real_texts(warc: Path) -> list[str]:
-    texts = []
-    with open(warc, "rb") as f:
-        for rec in ArchiveIterator(f, record_types=WarcRecordType.response):
-            body = rec.reader.read()
-            text = extract_plain_text(HTMLTree.parse_from_bytes(body, detect_encoding(body)), main_content=True)
-            if text.strip():
-                texts.append(text)
-    return texts
 
 
 def _edit(words: np.ndarray, h: np.ndarray, threshold: np.ndarray, vocab: int) -> None:

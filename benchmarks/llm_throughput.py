@@ -19,10 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.real_pages import real_texts
 from operators.schema import conform, output_schema
-
-ROOT = Path(__file__).resolve().parents[1]
-WARC = ROOT.parent / "shared" / "data" / "real-pages-dev.warc.gz"
 
 
 class GpuBusy:
@@ -54,18 +52,8 @@ class GpuBusy:
 
 
 def documents(count: int) -> list[str]:
-    from fastwarc.warc import ArchiveIterator, WarcRecordType
-    from resiliparse.extract.html2text import extract_plain_text
-    from resiliparse.parse.encoding import detect_encoding
-    from resiliparse.parse.html import HTMLTree
-
-    texts = []
-    with open(WARC, "rb") as f:
-        for record in ArchiveIterator(f, record_types=WarcRecordType.response):
-            body = record.reader.read()
-            text = extract_plain_text(HTMLTree.parse_from_bytes(body, detect_encoding(body)), main_content=True)
-            if len(text.split()) > 50:
-                texts.append(" ".join(text.split()[:600]))
+    """``count`` documents of at most 600 words, cycling over the real pages with more than 50."""
+    texts = [" ".join(t.split()[:600]) for t in real_texts() if len(t.split()) > 50]
     return [texts[i % len(texts)] for i in range(count)]
 
 

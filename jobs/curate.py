@@ -9,17 +9,16 @@ re-run skips finished shards.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections import Counter
 
 import pyarrow as pa
 
-from jobs.config import Recipe, load_recipe
+from jobs.cli import job_main
+from jobs.config import Recipe
 from jobs.shard_runner import layout_of, storage_of
 from jobs.shard_worker import ShardWorker
 from operators.io.listing import resolve_inputs, shard_names
@@ -115,20 +114,7 @@ def run(recipe: Recipe) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.curate", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="recipe YAML (jobs/recipes/*.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key, e.g. input.limit=2")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(message)s")
-    try:
-        recipe = load_recipe(args.config, args.set)
-        stats = run(recipe)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: stats[k] for k in ("shards", "rows", "wall_seconds")}))
-    return 0
+    return job_main(__doc__, "python -m jobs.curate", Recipe, run, ("shards", "rows", "wall_seconds"), argv)
 
 
 if __name__ == "__main__":

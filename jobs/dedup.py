@@ -10,7 +10,6 @@ files with the same content, so a killed run is simply run again.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -18,16 +17,14 @@ import sys
 import time
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from jobs.config import StorageConfig, load_model
+from jobs.cli import job_main
+from jobs.config import StorageConfig
 from operators.io.storage import Storage, join
+from operators.params import Strict
 
 log = logging.getLogger("cc_refinery.dedup")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class UrlConfig(Strict):
@@ -171,19 +168,7 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.dedup", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="dedup recipe YAML (jobs/recipes/dedup.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(message)s")
-    try:
-        recipe = load_model(DedupRecipe, args.config, args.set)
-        stats = run(recipe)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: stats[k] for k in ("input", "kept", "removed", "seconds")}))
-    return 0
+    return job_main(__doc__, "python -m jobs.dedup", DedupRecipe, run, ("input", "kept", "removed", "seconds"), argv)
 
 
 if __name__ == "__main__":

@@ -12,27 +12,23 @@ entry ``<output>/_ledger/<crawl>/<shard>.json``. A re-run skips shards with a le
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections import Counter, defaultdict
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from jobs.config import StorageConfig, load_model
+from jobs.cli import job_main
+from jobs.config import StorageConfig
 from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
 from operators.llm.prompts import load_prompt
+from operators.params import Strict
 
 log = logging.getLogger("cc_refinery.synthesize")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class RoutingConfig(Strict):
@@ -158,18 +154,8 @@ def run(recipe: SynthRecipe) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.synthesize", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="recipe YAML (jobs/recipes/rephrase-*.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(message)s")
-    try:
-        stats = run(load_model(SynthRecipe, args.config, args.set))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: stats[k] for k in ("shards", "rows", "outputs", "wall_seconds")}))
-    return 0
+    return job_main(__doc__, "python -m jobs.synthesize", SynthRecipe, run,
+                    ("shards", "rows", "outputs", "wall_seconds"), argv)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,13 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from operators.llm.prompts import load_prompt
+from operators.params import Strict
 
 PASS_THROUGH = ("request_key", "shard_key", "parent_id", "prompt_name", "chunk_index", "chunks", "request_seed",
                 "expected")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SamplingConfig(Strict):

@@ -1,0 +1,32 @@
+"""The command line shared by every job: ``--config`` recipe, ``--set`` overrides, one JSON summary line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from jobs.config import load_model
+
+
+def job_main(doc: str, prog: str, model: type[BaseModel], run: Callable[[BaseModel], dict],
+             summary: tuple[str, ...], argv: list[str] | None = None) -> int:
+    """Parse arguments, validate the recipe, run; exit status 2 with a one-line reason on bad input."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--config", required=True, help="recipe YAML (jobs/recipes/*.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key (value as YAML), e.g. input.limit=2")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(message)s")
+    try:
+        stats = run(load_model(model, args.config, args.set))
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({key: stats[key] for key in summary}))
+    return 0
