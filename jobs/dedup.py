@@ -84,7 +84,11 @@ def spark_session(cfg: SparkConfig):
                .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
                .config("spark.sql.adaptive.enabled", "true")
                .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+               .config("spark.ui.showConsoleProgress", "false")
+               # no broadcast joins: a broadcast gathers one side on the driver, which at scale
+               # (bucket members, edges) is exactly what must stay distributed
+               .config("spark.sql.autoBroadcastJoinThreshold", "-1")
+               .config("spark.sql.adaptive.autoBroadcastJoinThreshold", "-1"))
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
