@@ -20,15 +20,21 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import BaseModel
 
 
 class Operator:
     """A named batch transform with declared input and output columns."""
 
     name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
     needs: ClassVar[tuple[str, ...]] = ("text",)
     adds: ClassVar[dict[str, pa.DataType]] = {}
     drops: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **params):
+        """Validate the recipe's parameters for this operator into ``self.p``."""
+        self.p = self.Params(**params)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError

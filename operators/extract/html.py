@@ -54,7 +54,7 @@ class Extract(Operator):
     Params: ClassVar = ExtractParams
 
     def __init__(self, **kwargs):
-        self.p = ExtractParams(**kwargs)
+        super().__init__(**kwargs)
         if self.p.engine == "trafilatura":
             import trafilatura  # optional engine, imported only when chosen
 

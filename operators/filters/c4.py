@@ -56,8 +56,6 @@ class C4(Filter):
         "c4_curly_bracket": pa.bool_(),
     }
 
-    def __init__(self, **kwargs):
-        self.p = self.Params(**kwargs)
 
     def clean(self, text: str) -> tuple[list[str], int, bool, bool]:
         """Kept lines, sentences in them, and whether a kept line has "lorem ipsum" / a curly bracket."""

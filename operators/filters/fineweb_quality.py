@@ -40,8 +40,6 @@ class FinewebQuality(Filter):
         "fineweb_list_ratio": pa.float64(),
     }
 
-    def __init__(self, **kwargs):
-        self.p = self.Params(**kwargs)
 
     def signals(self, batch: pa.Table) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in self.adds}

@@ -47,8 +47,6 @@ class GopherQuality(Filter):
         "gopher_stop_words": pa.int64(),
     }
 
-    def __init__(self, **kwargs):
-        self.p = self.Params(**kwargs)
 
     def signals(self, batch: pa.Table) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in self.adds}

@@ -107,8 +107,6 @@ class GopherRepetition(Filter):
         **{f"gopher_dup_{n}_gram_char_frac": pa.float64() for n in DUP_NS},
     }
 
-    def __init__(self, **kwargs):
-        self.p = self.Params(**kwargs)
 
     def signals(self, batch: pa.Table) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in self.adds}

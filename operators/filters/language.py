@@ -56,7 +56,7 @@ class LanguageFilter(Filter):
     Params: ClassVar = LanguageParams
 
     def __init__(self, storage: Storage | None = None, **kwargs):
-        self.p = LanguageParams(**kwargs)
+        super().__init__(**kwargs)
         self.model = load_model(self.p.model, storage)
 
     def signals(self, batch: pa.Table) -> dict:

@@ -33,8 +33,6 @@ class PiiFormatter(Operator):
     adds = {"pii_emails": pa.int32(), "pii_ipv4": pa.int32()}
     Params: ClassVar = PiiParams
 
-    def __init__(self, **kwargs):
-        self.p = PiiParams(**kwargs)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         text = batch.column("text")

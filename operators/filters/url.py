@@ -48,7 +48,7 @@ class UrlFilter(Filter):
     Params: ClassVar = UrlParams
 
     def __init__(self, storage: Storage | None = None, **kwargs):
-        self.p = UrlParams(**kwargs)
+        super().__init__(**kwargs)
         domains: set[str] = set()
         storage = storage or Storage()
         for uri in self.p.blocklists:
