@@ -71,3 +71,52 @@ def test_synthesis_on_vllm_cpu_provenance_chunks_validation_and_resume(tmp_path,
     assert (out / "CC-MAIN-2024-22" / "s0.parquet").stat().st_mtime_ns == first_s0
     assert (out / "CC-MAIN-2024-22" / "s1.parquet").exists() and again["outputs"] == stats["outputs"]
     assert json.loads((out / "_stats.json").read_text())["shards"] == 2
+
+
+@pytest.fixture
+def vllm_server(tiny_model, tmp_path):
+    """A real OpenAI-compatible endpoint: ``vllm serve`` (CPU build) with the tiny model, on 127.0.0.1."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
+                               "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
+                               "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+@pytest.mark.slow
+def test_synthesis_through_an_openai_compatible_endpoint(tmp_path, tiny_model, vllm_server, ray_local):
+    src, out = _input(tmp_path / "in"), tmp_path / "out"
+    recipe = load_model(SynthRecipe, str(ROOT / "jobs/recipes/rephrase-wrap.yaml"), [
+        f"input={src}", f"output={out}", "prompts=[wrap_qa]", "llm.engine=openai", "llm.model=tiny",
+        f"llm.endpoint.url={vllm_server}", f"tokenizer={tiny_model}", "llm.sampling.max_tokens=8",
+        "llm.sampling.temperature=0", "mix=false"])
+    stats = run(recipe)
+    rows = pads.dataset(str(out / "_rejected"), format="parquet").to_table().to_pylist()
+    rows += pads.dataset(str(out), format="parquet").to_table().to_pylist()
+    assert sorted(r["id"] for r in rows) == ["a:wrap_qa", "b:wrap_qa", "c:wrap_qa"]
+    for row in rows:  # tokens from the endpoint's usage; "length" finish reason -> truncated
+        assert row["tokens_in"] > 0 and row["tokens_out"] == 8 and row["synth_model"] == "tiny"
+        assert row["filter_reason"] == "synth.truncated"
+    assert stats["outputs"] == {"synth.truncated": 3} and stats["requests"] == 3
