@@ -21,6 +21,7 @@ from pydantic import Field
 
 from jobs.cli import job_main
 from jobs.config import StorageConfig
+from operators.io.layout import shard_of
 from operators.io.storage import Storage, join
 from operators.params import Strict
 
@@ -109,10 +110,10 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
     fs, first = storage.filesystem(files[0])
     schema = pq.read_schema(first, filesystem=fs)
-    for stale in (join(recipe.output, "_stats.json"), *[join(recipe.output, "duplicates", n) for n in
-                                                         storage.listdir(join(recipe.output, "duplicates"))]):
-        if storage.exists(stale):
-            storage.delete(stale)
+    if storage.exists(join(recipe.output, "_stats.json")):  # the run is complete only once it is rewritten
+        storage.delete(join(recipe.output, "_stats.json"))
+    for part in storage.listdir(join(recipe.output, "duplicates")):
+        storage.delete(join(recipe.output, "duplicates", part))
     spark = spark or spark_session(recipe.spark)
     add, fields = sd.signature_columns(recipe.exact.model_dump(), recipe.minhash.model_dump())
     meta = (sd.read_shards(spark, storage, files, schema, add, fields)
@@ -143,7 +144,7 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
     written = sd.write_shards(kept, storage, recipe.output, schema, recipe.compression)
     done_shards = {(r["crawl"], r["shard"]) for r in written}
     for path in files:  # a shard whose documents were all duplicates still gets its (empty) file
-        crawl, shard = sd._shard_of(path)
+        crawl, shard = shard_of(path)
         if (crawl, shard) not in done_shards:
             target = join(recipe.output, crawl, f"{shard}.parquet")
             storage.write_atomic(target, lambda out: pq.write_table(schema.empty_table(), out))

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from jobs.cli import job_main
 from jobs.config import StorageConfig
+from operators.io.layout import shard_of
 from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
 from operators.llm.prompts import load_prompt
@@ -68,8 +69,7 @@ class SynthRecipe(Strict):
 
 
 def _shard_key(path: str) -> str:
-    crawl, shard = path.rstrip("/").split("/")[-2:]
-    return f"{crawl}/{shard.removesuffix('.parquet')}"
+    return "/".join(shard_of(path))
 
 
 def _requests(recipe: dict, tokenizer: str):

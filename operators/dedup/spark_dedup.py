@@ -18,16 +18,11 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from operators.dedup.exact import text_keys
 from operators.dedup.minhash import jaccard, minhash_bands, shingle_sets
 from operators.dedup.spark_components import connected_components
+from operators.io.layout import shard_of
 from operators.io.storage import Storage, discard, join
 from operators.schema import conform
 
 DUPLICATES_SCHEMA = "id string, cluster_id string, kept_id string, method string"
-
-
-def _shard_of(path: str) -> tuple[str, str]:
-    """(crawl, shard) from ``.../<crawl>/<shard>.parquet``."""
-    parts = path.rstrip("/").split("/")
-    return parts[-2], parts[-1].removesuffix(".parquet")
 
 
 def read_shards(spark: SparkSession, storage: Storage, files: list[str], schema: pa.Schema,
@@ -41,7 +36,7 @@ def read_shards(spark: SparkSession, storage: Storage, files: list[str], schema:
             for path in batch.column("path").to_pylist():
                 fs, inner = storage.filesystem(path)
                 table = conform(pq.read_table(inner, filesystem=fs), schema)
-                crawl, shard = _shard_of(path)
+                crawl, shard = shard_of(path)
                 table = table.append_column("_crawl", pa.repeat(pa.scalar(crawl), table.num_rows))
                 table = table.append_column("_shard", pa.repeat(pa.scalar(shard), table.num_rows))
                 for chunk in table.to_batches(max_chunksize=2048):

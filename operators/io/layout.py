@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from operators.io.storage import join
 
 
+def shard_of(path: str) -> tuple[str, str]:
+    """(crawl, shard) of a stage output file ``.../<crawl>/<shard>.parquet``."""
+    crawl, name = path.rstrip("/").split("/")[-2:]
+    return crawl, name.removesuffix(".parquet")
+
+
 @dataclass(frozen=True)
 class Layout:
     root: str
