@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from operators.params import Strict
 from operators.registry import MODULES, operator_class
 
+Compression = Literal["zstd", "snappy", "gzip", "none"]  # Parquet codecs, as pyarrow names them
+
 
 class InputConfig(Strict):
     paths: list[str] = Field(default_factory=list, description="paths, globs or s3:// URIs")
@@ -27,20 +29,23 @@ class InputConfig(Strict):
     @field_validator("paths", mode="before")
     @classmethod
     def _one_path(cls, value):
-        return value.split() if isinstance(value, str) else value
+        """A single string is one path (spaces included); several are given as a YAML list."""
+        return [value] if isinstance(value, str) else value
 
 
 class StorageConfig(Strict):
     endpoint_url: str | None = None
     region: str | None = None
     anonymous: bool | None = Field(None, description="default: anonymous for s3://commoncrawl only")
+    retries: int = Field(5, ge=0, description="per request, and re-opens of a dropped input stream at its offset")
+    retry_backoff_s: float = Field(1.0, ge=0, description="first wait before re-opening a stream; doubles each time")
 
 
 class OutputConfig(Strict):
     root: str = "./output"
     run: str | None = Field(None, description="default: the recipe name")
     rejected: bool = True
-    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    compression: Compression = "zstd"
 
 
 class RayConfig(Strict):
@@ -96,10 +101,12 @@ def apply_override(raw: dict, assignment: str) -> None:
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: depth + 1]))
-    last = parts[-1]
-    if isinstance(node, list):
+    parent = ".".join(parts[:-1])
+    if isinstance(node, list) and parent == "pipeline":
         raise ValueError(f"--set {key}: cannot replace a pipeline step whole; set one of its parameters")
-    node[last] = parse_value(value)
+    if not isinstance(node, dict):
+        raise ValueError(f"--set {key}: {parent} is not a mapping")
+    node[parts[-1]] = parse_value(value)
 
 
 def parse_value(text: str) -> Any:
@@ -113,19 +120,30 @@ def parse_value(text: str) -> Any:
 
 
 def _child(node: Any, part: str, where: str) -> Any:
-    if isinstance(node, list):
-        if re.fullmatch(r"\d+", part):
-            step = node[int(part)]
-            return step[next(iter(step))]
-        for step in node:
-            if part in step:
-                if step[part] is None:
-                    step[part] = {}
-                return step[part]
-        raise ValueError(f"--set {where}: no pipeline step named {part!r}")
+    parent = where.rpartition(".")[0]
+    if isinstance(node, list) and parent == "pipeline":
+        return _step_params(node, part, where)
     if not isinstance(node, dict):
-        raise ValueError(f"--set {where}: {where.rsplit('.', 1)[0]} is not a mapping")
+        raise ValueError(f"--set {where}: {parent} is not a mapping")
     return node.setdefault(part, {})
+
+
+def _step_params(steps: list, part: str, where: str) -> Any:
+    """The parameters of the pipeline step named or numbered ``part`` (a null becomes ``{}``)."""
+    if re.fullmatch(r"\d+", part):
+        if int(part) >= len(steps):
+            raise ValueError(f"--set {where}: there are {len(steps)} pipeline steps")
+        step = steps[int(part)]
+    else:
+        step = next((s for s in steps if isinstance(s, dict) and part in s), None)
+        if step is None:
+            raise ValueError(f"--set {where}: no pipeline step named {part!r}")
+    if not isinstance(step, dict) or len(step) != 1:
+        raise ValueError(f"--set {where}: the step is not one operator name mapped to its parameters")
+    name = next(iter(step))
+    if step[name] is None:
+        step[name] = {}
+    return step[name]
 
 
 def load_recipe(path: str, overrides: list[str] = ()) -> Recipe:
@@ -134,13 +152,23 @@ def load_recipe(path: str, overrides: list[str] = ()) -> Recipe:
 
 
 def load_model(model: type[BaseModel], path: str, overrides: list[str] = ()):
-    """Read a YAML file, apply ``--set`` overrides, validate with ``model``; errors name the key."""
+    """Read a YAML file, apply ``--set`` overrides, validate with ``model``; one error line naming each key."""
     with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+        raw = yaml.safe_load(f)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        kind = "list" if isinstance(raw, list) else "scalar"
+        raise ValueError(f"{path}: a recipe must be a mapping of keys to values, not a YAML {kind}")
     for assignment in overrides:
         apply_override(raw, assignment)
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ValueError(f"invalid recipe {path}:\n  " + "\n  ".join(lines)) from None
+        raise ValueError("; ".join(_problem(e) for e in err.errors())) from None
+
+
+def _problem(error: dict) -> str:
+    """``key: message`` for one pydantic error (messages that already name their key are kept as is)."""
+    key = ".".join(map(str, error["loc"]))
+    message = error["msg"].removeprefix("Value error, ")
+    return message if not key or message.startswith((f"{key}.", f"{key}:", f"{key}[")) else f"{key}: {message}"

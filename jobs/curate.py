@@ -19,8 +19,10 @@ import pyarrow as pa
 
 from jobs.cli import job_main
 from jobs.config import Recipe
+from jobs.preflight import check_curate
 from jobs.shard_runner import layout_of, storage_of
 from jobs.shard_worker import ShardWorker
+from operators.io.ledger import to_do
 from operators.io.listing import resolve_inputs, shard_names
 from operators.registry import operator_class
 from operators.schema import DOCUMENT_FIELDS
@@ -75,6 +77,7 @@ def aggregate(entries: list[dict]) -> dict:
 
 def run(recipe: Recipe) -> dict:
     """Run the job; return the stage stats. Raises if any shard failed (after the others finish)."""
+    check_curate(recipe)
     import ray
 
     check_columns(recipe)
@@ -82,9 +85,10 @@ def run(recipe: Recipe) -> dict:
     uris = resolve_inputs(storage, recipe.input.paths, recipe.input.crawl, recipe.input.format,
                           recipe.input.shards, recipe.input.limit)
     names = shard_names(uris)
-    done = {n.removesuffix(".json") for n in storage.listdir(layout.ledger_dir)}
-    todo = [{"uri": uri, "shard": name} for name, uri in names.items() if name not in done]
-    log.info("%d shards: %d done before, %d to do", len(names), len(names) - len(todo), len(todo))
+    pending, changed = to_do(storage, layout, names)
+    todo = [{"uri": names[name], "shard": name} for name in pending]
+    log.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(names),
+             len(names) - len(todo), len(todo), len(changed))
     started = time.time()
     failed = []
     if todo:

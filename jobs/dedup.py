@@ -2,10 +2,11 @@
 
     python -m jobs.dedup --config jobs/recipes/dedup.yaml --set input=<run>/filter --set output=<run>/dedup
 
-Writes ``<output>/<crawl>/<shard>.parquet`` (kept documents, one file per input shard),
-``<output>/duplicates/`` (``id, cluster_id, kept_id, method``: every removal, to audit or undo)
-and ``<output>/_stats.json`` last. Re-running with the same input and config rewrites the same
-files with the same content, so a killed run is simply run again.
+Writes ``<output>/<crawl>/<shard>.parquet`` (kept documents, one file per input shard; shard
+files of an earlier run whose shard is gone are deleted), ``<output>/duplicates/``
+(``id, shard, cluster_id, kept_id, kept_shard, method``: every removal, to audit or undo) and
+``<output>/_stats.json`` last. Re-running with the same input and config rewrites the same files
+with the same content, so a killed run is simply run again.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import os
 import sys
 import time
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobs.cli import job_main
-from jobs.config import StorageConfig
+from jobs.config import Compression, StorageConfig
+from jobs.preflight import check_dedup
 from operators.io.layout import shard_of
-from operators.io.storage import Storage, join
+from operators.io.storage import Storage, is_s3, join
 from operators.params import Strict
 
 log = logging.getLogger("cc_refinery.dedup")
@@ -73,7 +76,7 @@ class DedupRecipe(Strict):
     exact: ExactConfig = Field(default_factory=ExactConfig)
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
-    compression: str = "zstd"
+    compression: Compression = "zstd"
 
 
 def spark_session(cfg: SparkConfig):
@@ -97,28 +100,64 @@ def spark_session(cfg: SparkConfig):
     return spark
 
 
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (local paths resolved, ``s3://`` URIs compared as keys)."""
+    if is_s3(path) != is_s3(folder):
+        return False
+    if not is_s3(path):
+        path, folder = os.path.realpath(path), os.path.realpath(folder)
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
+def _sweep(storage: Storage, output: str, keep: set[tuple[str, str]]) -> None:
+    """Delete ``<output>/<crawl>/*.parquet*`` files (staging leftovers too) but those of the shards in ``keep``."""
+    names = {(crawl, f"{shard}.parquet") for crawl, shard in keep}
+    fs, base = storage.filesystem(output)
+    base = base.rstrip("/")
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        parts = tuple(info.path[len(base):].strip("/").split("/"))
+        if (info.type == pafs.FileType.File and len(parts) == 2 and parts[0] != "duplicates"
+                and ".parquet" in parts[1] and parts not in names):
+            fs.delete_file(info.path)
+
+
 def run(recipe: DedupRecipe, spark=None) -> dict:
-    """Run the dedup job; return its stats."""
+    """Run the dedup job; return its stats.
+
+    Input files that cannot be deduped (unreadable, or without ``id``/``text``) are quarantined:
+    the rest is deduped and written with the stats, then RuntimeError names them.
+    """
     from pyspark.sql import functions as F
 
     from operators.dedup import spark_dedup as sd
 
     started = time.time()
+    if _within(recipe.output, recipe.input) or _within(recipe.input, recipe.output):
+        raise ValueError(f"output: {recipe.output} and input {recipe.input} must not lie inside one another")
+    check_dedup(recipe)
     storage = Storage(**recipe.storage.model_dump())
     files = storage.walk(recipe.input, ".parquet")
     if not files:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
-    fs, first = storage.filesystem(files[0])
-    schema = pq.read_schema(first, filesystem=fs)
     if storage.exists(join(recipe.output, "_stats.json")):  # the run is complete only once it is rewritten
         storage.delete(join(recipe.output, "_stats.json"))
     for part in storage.listdir(join(recipe.output, "duplicates")):
         storage.delete(join(recipe.output, "duplicates", part))
     spark = spark or spark_session(recipe.spark)
+    problems = sd.check_files(spark, storage, files)
+    quarantined = [{"file": f, "reason": problems[f]} for f in files if f in problems]
+    good = [(i, f) for i, f in enumerate(files) if f not in problems]
+    if not good:
+        raise RuntimeError(f"input: no usable .parquet files under {recipe.input}: {_listed(quarantined)}")
+    fs, first = storage.filesystem(good[0][1])
+    schema = pq.read_schema(first, filesystem=fs)
     add, fields = sd.signature_columns(recipe.exact.model_dump(), recipe.minhash.model_dump())
-    meta = (sd.read_shards(spark, storage, files, schema, add, fields)
-            .select("id", "url", "date", "_exact", "_bands").persist())
-    docs = sd.read_shards(spark, storage, files, schema)
+    meta = (sd.read_shards(spark, storage, good, schema, add, fields)
+            .select("_row", "id", "url", "date", F.concat_ws("/", "_crawl", "_shard").alias("shard"),
+                    "_blank", "_exact", "_bands").persist())
+    docs = sd.read_shards(spark, storage, good, schema)
+    pool = meta.where(~F.col("_blank"))  # null or whitespace-only texts are passed through, never deduped
 
     methods = []
     if recipe.url.enabled:
@@ -126,50 +165,63 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
     if recipe.exact.enabled:
         methods.append(sd.exact_duplicates)
     if recipe.minhash.enabled:
-        methods.append(lambda pool: sd.fuzzy_duplicates(pool, fuzzy_edges(pool)))
+        methods.append(lambda rows: sd.fuzzy_duplicates(rows, fuzzy_edges(rows)))
 
-    def fuzzy_edges(pool):
-        edges = sd.candidate_edges(pool, recipe.minhash.max_pairs_bucket)
+    def fuzzy_edges(rows):
+        edges = sd.candidate_edges(rows, recipe.minhash.max_pairs_bucket)
         if recipe.minhash.verify:
-            edges = sd.verified_edges(edges, docs.select("id", "text"), recipe.minhash.ngram,
+            edges = sd.verified_edges(edges, docs.select("_row", "text"), recipe.minhash.ngram,
                                       recipe.minhash.threshold)
         return edges.persist()
 
     dups = spark.createDataFrame([], sd.DUPLICATES_SCHEMA)
     for method in methods:  # each method sees only what the earlier ones kept
-        dups = dups.union(method(meta.join(dups.select("id"), "id", "left_anti")).localCheckpoint())
+        dups = dups.union(method(pool.join(dups.select("_row"), "_row", "left_anti")).localCheckpoint())
     dups = dups.persist()
 
-    kept = docs.join(dups.select("id"), "id", "left_anti")
+    kept = docs.join(dups.select("_row"), "_row", "left_anti")
     written = sd.write_shards(kept, storage, recipe.output, schema, recipe.compression)
-    done_shards = {(r["crawl"], r["shard"]) for r in written}
-    for path in files:  # a shard whose documents were all duplicates still gets its (empty) file
-        crawl, shard = shard_of(path)
-        if (crawl, shard) not in done_shards:
-            target = join(recipe.output, crawl, f"{shard}.parquet")
-            storage.write_atomic(target, lambda out: pq.write_table(schema.empty_table(), out))
-    removed = sd.write_table_parts(dups.orderBy("id"), storage, join(recipe.output, "duplicates"))
+    shards = {shard_of(path) for _, path in good}
+    for crawl, shard in shards - {(r["crawl"], r["shard"]) for r in written}:  # all duplicates: an empty file
+        target = join(recipe.output, crawl, f"{shard}.parquet")
+        storage.write_atomic(target, lambda out: pq.write_table(schema.empty_table(), out))
+    _sweep(storage, recipe.output, shards)
+    cluster = F.format_string("%s#%d", "kept_shard", F.col("_kept").bitwiseAND(0xFFFFFFFF)).alias("cluster_id")
+    table = dups.orderBy("_row").select("id", "shard", cluster, "kept_id", "kept_shard", "method")
+    removed = sd.write_table_parts(table, storage, join(recipe.output, "duplicates"))
     by_method = {r["method"]: r["count"] for r in dups.groupBy("method").count().collect()}
     clusters = {r["method"]: r["n"] for r in
-                dups.groupBy("method").agg(F.countDistinct("cluster_id").alias("n")).collect()}
-    total = meta.count()
+                dups.groupBy("method").agg(F.countDistinct("_kept").alias("n")).collect()}
+    total, blank = meta.agg(F.count("*"), F.count(F.when(F.col("_blank"), 1))).first()
     stats = {
         "input": total,
         "kept": sum(r["rows"] for r in written),
         "removed": removed,
+        "empty_text": blank,
         "url_duplicates": by_method.get("url", 0),
         "exact_duplicates": by_method.get("exact", 0),
         "fuzzy_duplicates": by_method.get("fuzzy", 0),
         "clusters": clusters,
         "largest_cluster": sd.largest_cluster(dups),
-        "shards": len(files),
+        "shards": len(good),
+        "quarantined": quarantined,
         "config": recipe.model_dump(include={"url", "exact", "minhash"}),
         "seconds": round(time.time() - started, 2),
     }
-    storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
     meta.unpersist()
     dups.unpersist()
+    if stats["input"] != stats["kept"] + stats["removed"]:
+        raise RuntimeError(f"dedup lost count: input {stats['input']} != kept {stats['kept']} "
+                           f"+ removed {stats['removed']}; {recipe.output} is incomplete (no _stats.json)")
+    storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
+    if quarantined:
+        raise RuntimeError(f"input: {len(quarantined)} unusable file(s) quarantined (the rest was deduped, "
+                           f"see {join(recipe.output, '_stats.json')}): {_listed(quarantined)}")
     return stats
+
+
+def _listed(quarantined: list[dict]) -> str:
+    return "; ".join(f"{q['file']} ({q['reason']})" for q in quarantined)
 
 
 def main(argv: list[str] | None = None) -> int:

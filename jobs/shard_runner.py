@@ -42,14 +42,3 @@ class ShardRunner:
         except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)
             return {"shard": shard, "source": uri, "error": f"{type(err).__name__}: {err}"}
 
-
-_runner: ShardRunner | None = None
-
-
-def _start_child(recipe: dict, signals: dict) -> None:
-    global _runner
-    _runner = ShardRunner(Recipe.model_validate(recipe), signals)
-
-
-def _run_in_child(uri: str, shard: str) -> dict:
-    return _runner(uri, shard)

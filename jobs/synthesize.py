@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from jobs.cli import job_main
-from jobs.config import StorageConfig
+from jobs.config import Compression, StorageConfig
+from jobs.preflight import check_synthesize
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
@@ -56,7 +57,7 @@ class SynthRecipe(Strict):
     llm: LLMConfig
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     tokenizer: str | None = Field(None, description="tokenizer for chunking; default: the model's")
-    compression: str = "zstd"
+    compression: Compression = "zstd"
 
     @model_validator(mode="after")
     def _prompts_exist(self):
@@ -112,6 +113,7 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
 
 def run(recipe: SynthRecipe) -> dict:
     """Run the job; return its stats (also written to ``<output>/_stats.json``)."""
+    check_synthesize(recipe)
     import ray
 
     from operators.llm.engine import build_engine

@@ -2,11 +2,12 @@
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 SCHEMA_METADATA = {b"cc_refinery.schema_version": SCHEMA_VERSION.encode()}
 
 DOCUMENT_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
+    pa.field("warc_record_id", pa.string()),
     pa.field("text", pa.string()),
     pa.field("url", pa.string()),
     pa.field("crawl", pa.string()),

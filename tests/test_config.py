@@ -1,13 +1,22 @@
 """Recipe validation: unknown keys and bad values fail at start-up naming the key; --set overrides."""
 
+import io
+from typing import get_args
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from jobs.config import apply_override, load_recipe
+from jobs.config import Compression, Recipe, apply_override, load_model, load_recipe
 from jobs.curate import check_columns
+from jobs.dedup import DedupRecipe
+from jobs.synthesize import SynthRecipe
 from tests.conftest import ROOT
 
 FINEWEB = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 DCLM = str(ROOT / "jobs" / "recipes" / "dclm.yaml")
+DEDUP = str(ROOT / "jobs" / "recipes" / "dedup.yaml")
+WRAP = str(ROOT / "jobs" / "recipes" / "rephrase-wrap.yaml")
 
 
 def test_shipped_recipes_validate_and_fineweb_keeps_the_published_order():
@@ -45,11 +54,91 @@ def test_overrides_reach_nested_keys_and_pipeline_steps():
     assert recipe.operator_params("extract")["engine"] == "trafilatura"
 
 
-def test_override_errors():
-    with pytest.raises(ValueError, match="no pipeline step named 'dedup'"):
-        load_recipe(FINEWEB, ["pipeline.dedup.x=1"])
+def test_a_path_string_is_one_path_even_with_spaces_and_lists_give_several():
+    assert load_recipe(FINEWEB, ["input.paths=my data/x.warc.gz"]).input.paths == ["my data/x.warc.gz"]
+    assert load_recipe(FINEWEB, ["input.paths=data/*.warc.gz"]).input.paths == ["data/*.warc.gz"]  # make INPUT=
+    assert load_recipe(FINEWEB, ["input.paths=[a b.gz, c.gz]"]).input.paths == ["a b.gz", "c.gz"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pipeline.dedup.x=1", "--set pipeline.dedup: no pipeline step named 'dedup'"),
+    ("output.root.sub=1", "--set output.root.sub: output.root is not a mapping"),
+    ("output.root.sub.deeper=1", "--set output.root.sub: output.root is not a mapping"),
+    ("pipeline.12.x=1", "--set pipeline.12: there are 8 pipeline steps"),
+    ("pipeline.2.threshold.x=1", "--set pipeline.2.threshold.x: pipeline.2.threshold is not a mapping"),
+    ("pipeline.language=1", "--set pipeline.language: cannot replace a pipeline step whole; set one of its parameters"),
+    ("input.paths.0=x", "--set input.paths.0: input.paths is not a mapping"),
+])
+def test_override_errors_name_the_key(override, message):
+    with pytest.raises(ValueError) as err:
+        load_recipe(FINEWEB, [override])
+    assert str(err.value) == message
     with pytest.raises(ValueError, match="expected key=value"):
         apply_override({}, "input.limit")
+
+
+def test_overrides_fill_a_null_step_by_name_or_index(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\npipeline:\n  - extract:\n  - language:\n")
+    recipe = load_recipe(str(path), ["pipeline.0.engine=trafilatura", "pipeline.language.threshold=0.5"])
+    assert recipe.operator_params("extract")["engine"] == "trafilatura"
+    assert recipe.operator_params("language")["threshold"] == 0.5
+
+
+@pytest.mark.parametrize("text, kind", [("- name: r\n- pipeline: []\n", "list"), ("just words\n", "scalar")])
+def test_a_recipe_must_be_a_mapping(tmp_path, text, kind):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_recipe(str(path), ["input.limit=2"])
+    assert str(err.value) == f"{path}: a recipe must be a mapping of keys to values, not a YAML {kind}"
+
+
+def test_validation_errors_are_one_line_starting_with_the_key():
+    with pytest.raises(ValueError) as err:
+        load_recipe(FINEWEB, ["input.limit=0", "mode=drop"])
+    assert str(err.value) == ("mode: Input should be 'filter' or 'annotate'; "
+                              "input.limit: Input should be greater than or equal to 1")
+
+
+@pytest.mark.parametrize("replicas", ["0", "-3", "[0, 2]", "[3, 2]", "[-1, 4]"])
+def test_llm_replicas_must_be_at_least_one_and_min_at_most_max(replicas):
+    with pytest.raises(ValueError) as err:
+        load_model(SynthRecipe, WRAP, [f"llm.replicas={replicas}"])
+    assert str(err.value) == "llm.replicas: must be a count >= 1, or [min, max] with 1 <= min <= max"
+
+
+def test_llm_replicas_accept_a_count_or_a_range():
+    assert load_model(SynthRecipe, WRAP, ["llm.replicas=8"]).llm.replicas == 8
+    assert load_model(SynthRecipe, WRAP, ["llm.replicas=[2, 8]"]).llm.replicas == (2, 8)
+    assert load_model(SynthRecipe, WRAP, ["llm.replicas=[3, 3]"]).llm.replicas == (3, 3)
+
+
+@pytest.mark.parametrize("url", ["localhost:8000", "ftp://x", "http://", "127.0.0.1:8000/v1", "http:///v1"])
+def test_endpoint_url_must_be_http_with_a_host(url):
+    with pytest.raises(ValueError) as err:
+        load_model(SynthRecipe, WRAP, [f"llm.endpoint.url={url}"])
+    assert str(err.value) == (f"llm.endpoint.url: {url!r} is not an http(s) URL with a host, "
+                              "like http://127.0.0.1:8000/v1")
+    assert load_model(SynthRecipe, WRAP, ["llm.endpoint.url=https://api.example.com/v1"]).llm.endpoint.url
+
+
+@pytest.mark.parametrize("model, path, key", [
+    (DedupRecipe, DEDUP, "compression"), (SynthRecipe, WRAP, "compression"), (Recipe, FINEWEB, "output.compression")])
+def test_compression_is_one_of_the_parquet_codecs(model, path, key):
+    with pytest.raises(ValueError) as err:
+        load_model(model, path, [f"{key}=brotli9000"])
+    assert str(err.value) == f"{key}: Input should be 'zstd', 'snappy', 'gzip' or 'none'"
+    assert load_model(model, path, [f"{key}=none"])
+
+
+def test_every_compression_name_is_one_pyarrow_writes():
+    written = {}
+    for name in get_args(Compression):
+        out = io.BytesIO()
+        pq.write_table(pa.table({"a": [1]}), out, compression=name)
+        written[name] = pq.ParquetFile(out).metadata.row_group(0).column(0).compression
+    assert written == {"zstd": "ZSTD", "snappy": "SNAPPY", "gzip": "GZIP", "none": "UNCOMPRESSED"}
 
 
 def test_pipeline_must_extract_and_know_its_operators(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+import pytest
 
 from jobs.config import load_model
 from jobs.dedup import DedupRecipe, run
@@ -20,9 +22,10 @@ from tests.conftest import ENGLISH, GERMAN, ROOT
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "dedup.yaml")
 SCHEMA = output_schema({"gopher_word_count": pa.int64()})
+CRAWL = "CC-MAIN-2024-22"
 
 
-def write_run(folder: Path, shards: dict[str, list[dict]], crawl: str = "CC-MAIN-2024-22") -> Path:
+def write_run(folder: Path, shards: dict[str, list[dict]], crawl: str = CRAWL) -> Path:
     """Write documents like the curation job does: ``<folder>/<crawl>/<shard>.parquet``."""
     for name, rows in shards.items():
         path = folder / crawl / f"{name}.parquet"
@@ -35,9 +38,13 @@ def recipe(tmp_path: Path, src: Path, *overrides: str) -> DedupRecipe:
     return load_model(DedupRecipe, RECIPE, [f"input={src}", f"output={tmp_path / 'dedup'}", *overrides])
 
 
+def removals(out: Path) -> list[dict]:
+    """The duplicates table's rows, in order."""
+    return pads.dataset(str(out / "duplicates"), format="parquet").to_table().to_pylist()
+
+
 def duplicates(out: Path) -> dict[str, tuple]:
-    table = pads.dataset(str(out / "duplicates"), format="parquet").to_table()
-    return {r["id"]: (r["cluster_id"], r["kept_id"], r["method"]) for r in table.to_pylist()}
+    return {r["id"]: (r["cluster_id"], r["kept_id"], r["method"]) for r in removals(out)}
 
 
 def kept_ids(out: Path) -> list[str]:
@@ -66,14 +73,16 @@ def test_exact_and_fuzzy_on_a_small_set(tmp_path, spark):
     })
     stats = run(recipe(tmp_path, src), spark)
     out = tmp_path / "dedup"
-    assert duplicates(out) == {"a": ("b", "b", "exact"), "f": ("b", "b", "exact"), "c": ("b", "b", "fuzzy")}
+    b = f"{CRAWL}/s0#1"  # the cluster is named by its kept row: b, row 1 of s0
+    assert duplicates(out) == {"a": (b, "b", "exact"), "f": (b, "b", "exact"), "c": (b, "b", "fuzzy")}
     assert kept_ids(out) == ["b", "d", "e"]
-    assert sorted(p.name for p in (out / "CC-MAIN-2024-22").iterdir()) == ["s0.parquet", "s1.parquet", "s2.parquet"]
-    assert pq.read_table(out / "CC-MAIN-2024-22" / "s2.parquet").num_rows == 0
-    assert pq.read_table(out / "CC-MAIN-2024-22" / "s0.parquet").schema.equals(SCHEMA, check_metadata=False)
+    assert sorted(p.name for p in (out / CRAWL).iterdir()) == ["s0.parquet", "s1.parquet", "s2.parquet"]
+    assert pq.read_table(out / CRAWL / "s2.parquet").num_rows == 0
+    assert pq.read_table(out / CRAWL / "s0.parquet").schema.equals(SCHEMA, check_metadata=False)
     assert stats | {"seconds": 0, "config": 0} == {
-        "input": 6, "kept": 3, "removed": 3, "url_duplicates": 0, "exact_duplicates": 2, "fuzzy_duplicates": 1,
-        "clusters": {"exact": 1, "fuzzy": 1}, "largest_cluster": 3, "shards": 3, "seconds": 0, "config": 0}
+        "input": 6, "kept": 3, "removed": 3, "empty_text": 0, "url_duplicates": 0, "exact_duplicates": 2,
+        "fuzzy_duplicates": 1, "clusters": {"exact": 1, "fuzzy": 1}, "largest_cluster": 3, "shards": 3,
+        "quarantined": [], "seconds": 0, "config": 0}
     assert json.loads((out / "_stats.json").read_text())["removed"] == 3
 
 
@@ -84,7 +93,7 @@ def test_url_dedup_keeps_the_latest_capture(tmp_path, spark):
         dict(id="other", text="another page entirely", url="https://y.example/", date="2022-01-01T00:00:00Z"),
     ]})
     stats = run(recipe(tmp_path, src, "url.enabled=true"), spark)
-    assert duplicates(tmp_path / "dedup") == {"old": ("new", "new", "url")}
+    assert duplicates(tmp_path / "dedup") == {"old": (f"{CRAWL}/s0#1", "new", "url")}
     assert stats["url_duplicates"] == 1 and kept_ids(tmp_path / "dedup") == ["new", "other"]
 
 
@@ -101,7 +110,7 @@ def test_chain_of_near_duplicates_is_one_cluster(tmp_path, spark):
     src = write_run(tmp_path / "filter", {"s": [dict(id=k, text=v, date=f"2024-01-0{i + 1}") for i, (k, v)
                                                 in enumerate(texts.items())]})
     run(recipe(tmp_path, src), spark)
-    assert duplicates(tmp_path / "dedup") == {"b": ("a", "a", "fuzzy"), "c": ("a", "a", "fuzzy")}
+    assert duplicates(tmp_path / "dedup") == {"b": (f"{CRAWL}/s#0", "a", "fuzzy"), "c": (f"{CRAWL}/s#0", "a", "fuzzy")}
 
 
 def test_planted_near_duplicates_recall_precision_and_determinism(tmp_path, spark, real_texts):
@@ -162,3 +171,102 @@ def test_cli_names_a_bad_key():
     done = subprocess.run([sys.executable, "-m", "jobs.dedup", "--config", RECIPE, "--set", "minhash.bnads=2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "minhash.bnads" in done.stderr
+
+
+def test_a_copied_shard_and_repeated_ids_keep_one_copy_of_each_text(tmp_path, spark):
+    texts = ["the same page twice in one shard, under one id", "a page whose id the next page reuses",
+             "an unrelated page that carries a repeated id", " ".join(GERMAN)]
+    rows = [dict(id=i, text=texts[t], date="2024") for i, t in (("x", 0), ("x", 0), ("y", 1), ("y", 2), ("z", 3))]
+    src = write_run(tmp_path / "filter", {"s0": rows, "s1": rows})  # one shard under two names
+    stats = run(recipe(tmp_path, src), spark)
+    out = tmp_path / "dedup"
+    assert pq.read_table(out / CRAWL / "s0.parquet").column("text").to_pylist() == texts
+    assert pq.read_table(out / CRAWL / "s1.parquet").num_rows == 0
+    s0, s1 = f"{CRAWL}/s0", f"{CRAWL}/s1"
+    assert [tuple(r.values()) for r in removals(out)] == [
+        ("x", s0, f"{s0}#0", "x", s0, "exact"), ("x", s1, f"{s0}#0", "x", s0, "exact"),
+        ("x", s1, f"{s0}#0", "x", s0, "exact"), ("y", s1, f"{s0}#2", "y", s0, "exact"),
+        ("y", s1, f"{s0}#3", "y", s0, "exact"), ("z", s1, f"{s0}#4", "z", s0, "exact")]
+    assert list(removals(out)[0]) == ["id", "shard", "cluster_id", "kept_id", "kept_shard", "method"]
+    assert stats | {"seconds": 0, "config": 0} == {
+        "input": 10, "kept": 4, "removed": 6, "empty_text": 0, "url_duplicates": 0, "exact_duplicates": 6,
+        "fuzzy_duplicates": 0, "clusters": {"exact": 4}, "largest_cluster": 4, "shards": 2, "quarantined": [],
+        "seconds": 0, "config": 0}
+    assert json.loads((out / "_stats.json").read_text()) == stats
+
+
+def test_blank_texts_pass_through_and_a_shard_without_text_is_refused(tmp_path, spark):
+    base = " ".join(ENGLISH)
+    src = write_run(tmp_path / "filter", {"s0": [
+        dict(id="null", text=None, date="2023"), dict(id="empty", text="", date="2023"),
+        dict(id="space", text=" \n\t\u00a0", date="2023"), dict(id="bang", text="!!!", date="2024"),
+        dict(id="ask", text="???", date="2024"), dict(id="a", text=base, date="2024"),
+        dict(id="b", text=base, date="2025")]})
+    content = src / CRAWL / "s1.parquet"
+    pq.write_table(pa.table({"id": [f"c{i}" for i in range(3)], "content": [base] * 3}), content)
+    with pytest.raises(RuntimeError, match=re.escape(f"{content} (missing column text)")):
+        run(recipe(tmp_path, src), spark)
+    out = tmp_path / "dedup"
+    stats = json.loads((out / "_stats.json").read_text())
+    assert {k: stats[k] for k in ("input", "kept", "removed", "empty_text", "exact_duplicates", "quarantined")} == {
+        "input": 7, "kept": 6, "removed": 1, "empty_text": 3, "exact_duplicates": 1,
+        "quarantined": [{"file": str(content), "reason": "missing column text"}]}
+    assert duplicates(out) == {"b": (f"{CRAWL}/s0#5", "a", "exact")}
+    assert kept_ids(out) == ["a", "ask", "bang", "empty", "null", "space"]
+    assert sorted(p.name for p in (out / CRAWL).iterdir()) == ["s0.parquet"]
+
+
+def test_unreadable_files_are_quarantined_by_name(tmp_path, spark):
+    base = " ".join(ENGLISH)
+    src = write_run(tmp_path / "filter", {"s0": [dict(id="a", text=base, date="2024"),
+                                                 dict(id="b", text=base, date="2023")],
+                                          "s1": [dict(id="c", text=" ".join(GERMAN), date="2024")]})
+    folder = src / CRAWL
+    good = (folder / "s1.parquet").read_bytes()
+    footer = int.from_bytes(good[-8:-4], "little")
+    bad = {"a-empty": b"", "b-csv": b"id,text\n1,not parquet\n",  # a-empty sorts first
+           "c-footer": good[:-8 - footer] + b"\xff" * footer + good[-8:]}
+    for name, data in bad.items():
+        (folder / f"{name}.parquet").write_bytes(data)
+    with pytest.raises(RuntimeError, match="3 unusable file") as err:
+        run(recipe(tmp_path, src), spark)
+    assert all(f"{folder / name}.parquet (unreadable: " in str(err.value) for name in bad)
+    out = tmp_path / "dedup"
+    stats = json.loads((out / "_stats.json").read_text())
+    assert [q["file"] for q in stats["quarantined"]] == [str(folder / f"{name}.parquet") for name in bad]
+    assert [q["reason"] for q in stats["quarantined"]][:2] == [
+        "unreadable: Parquet file size is 0 bytes",
+        "unreadable: Parquet magic bytes not found in footer. Either the file is corrupted or this is not a "
+        "parquet file."]
+    assert (stats["input"], stats["kept"], stats["removed"], stats["shards"]) == (3, 2, 1, 2)
+    assert kept_ids(out) == ["b", "c"]
+    assert sorted(p.name for p in (out / CRAWL).iterdir()) == ["s0.parquet", "s1.parquet"]
+    assert pq.read_table(out / CRAWL / "s0.parquet").schema.equals(SCHEMA, check_metadata=False)
+
+    for name in bad:
+        (folder / f"{name}.parquet").unlink()
+    page = bytearray(good)
+    page[4:40] = b"\xff" * 36  # the first page header: the footer still reads
+    (folder / "d-page.parquet").write_bytes(bytes(page))
+    with pytest.raises(Exception, match=re.escape(f"cannot read input file {folder / 'd-page.parquet'}")):
+        run(recipe(tmp_path, src), spark)
+
+
+def test_a_rerun_leaves_only_what_its_stats_count(tmp_path, spark):
+    base = " ".join(ENGLISH)
+    src = write_run(tmp_path / "filter", {"s0": [dict(id="a", text=base, date="2023"),
+                                                 dict(id="b", text=" ".join(GERMAN), date="2024")],
+                                          "s1": [dict(id="c", text=base, date="2024"),
+                                                 dict(id="d", text="A short text.", date="2024")]})
+    out = tmp_path / "dedup"
+    assert run(recipe(tmp_path, src), spark)["kept"] == 3 and kept_ids(out) == ["a", "b", "d"]
+    (src / CRAWL / "s1.parquet").unlink()
+    (out / CRAWL / "s1.parquet.tmp-0123").write_bytes(b"")  # a dead run's staging file
+    stats = run(recipe(tmp_path, src), spark)
+    assert (stats["input"], stats["kept"], stats["removed"]) == (2, 2, 0)
+    assert sorted(p.name for p in (out / CRAWL).iterdir()) == ["s0.parquet"]
+    assert kept_ids(out) == ["a", "b"]
+    with pytest.raises(ValueError, match="^output: "):
+        run(recipe(tmp_path, src, f"output={src / 'dedup'}"), spark)
+    with pytest.raises(ValueError, match="^output: "):
+        run(recipe(tmp_path, out / CRAWL), spark)

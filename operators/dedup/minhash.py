@@ -107,6 +107,12 @@ def band_keys(signature: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return key.view(np.int64)
 
 
+def wordless(keys: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Which rows of :func:`band_keys` belong to documents without words (all-max signatures)."""
+    empty = band_keys(np.full((1, bands * rows), _MAX, dtype=np.uint64), bands, rows)
+    return (keys == empty).all(axis=1)
+
+
 def minhash_bands(texts: pa.Array, n: int, bands: int, rows: int, seed: int) -> np.ndarray:
     """LSH bucket keys (documents x bands) for a column of texts."""
     hashes, doc_offsets = word_hashes(normalized_words(texts))

@@ -2,7 +2,7 @@
 
 Kiveris et al. 2014, "Connected Components in MapReduce and Beyond": each round is a few
 shuffles, nothing is collected to the driver, and it converges in O(log^2 n) rounds. Vertices
-are any orderable column type (document ids here); each component's label is its smallest vertex.
+are any orderable column type (row keys here); each component's label is its smallest vertex.
 """
 
 from __future__ import annotations

@@ -2,13 +2,16 @@
 
 Input and output go through our own Arrow readers and writers inside ``mapInArrow`` (not
 Spark's Hadoop connectors), so ``s3://`` works with the same settings as every other stage and
-each input shard comes back as one Parquet file of the same name.
+each input shard comes back as one Parquet file of the same name. A row is identified by
+``_row`` = (index of its file in the input list) << 32 | (row index in the file), never by its
+``id``, which a copied shard or a faulty upstream stage can repeat.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -16,27 +19,62 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from operators.dedup.exact import text_keys
-from operators.dedup.minhash import jaccard, minhash_bands, shingle_sets
+from operators.dedup.minhash import jaccard, minhash_bands, shingle_sets, wordless
 from operators.dedup.spark_components import connected_components
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, discard, join
 from operators.schema import conform
 
-DUPLICATES_SCHEMA = "id string, cluster_id string, kept_id string, method string"
+# every removed row (``_row``) and the row it duplicates (``_kept``); ``shard`` is ``<crawl>/<shard>``
+DUPLICATES_SCHEMA = "_row long, id string, shard string, _kept long, kept_id string, kept_shard string, method string"
+NEEDED_COLUMNS = ("id", "text")
 
 
-def read_shards(spark: SparkSession, storage: Storage, files: list[str], schema: pa.Schema,
+def _problem(storage: Storage, path: str) -> str | None:
+    """Why ``path`` cannot be deduped (unreadable footer, missing column), or None."""
+    fs, inner = storage.filesystem(path)
+    try:
+        names = pq.read_schema(inner, filesystem=fs).names
+    except (pa.ArrowException, OSError) as err:
+        return "unreadable: " + " ".join(str(err).split())
+    missing = [c for c in NEEDED_COLUMNS if c not in names]
+    return f"missing column {', '.join(missing)}" if missing else None
+
+
+def check_files(spark: SparkSession, storage: Storage, files: list[str]) -> dict[str, str]:
+    """``{path: reason}`` for the files that cannot be deduped; footers are read on the executors."""
+    def check(batches):
+        for batch in batches:
+            found = [(p, r) for p in batch.column("path").to_pylist() if (r := _problem(storage, p))]
+            yield pa.RecordBatch.from_arrays([pa.array([p for p, _ in found], pa.string()),
+                                              pa.array([r for _, r in found], pa.string())], names=["path", "reason"])
+
+    parts = max(1, min(len(files), 4 * spark.sparkContext.defaultParallelism))
+    paths = spark.createDataFrame([(f,) for f in files], "path string").repartition(parts)
+    return {r["path"]: r["reason"] for r in paths.mapInArrow(check, "path string, reason string").collect()}
+
+
+def read_shards(spark: SparkSession, storage: Storage, files: list[tuple[int, str]], schema: pa.Schema,
                 extra=None, extra_fields: tuple = ()) -> DataFrame:
-    """A DataFrame of every row in ``files`` plus ``_crawl``/``_shard``; ``extra(table)`` adds columns."""
-    full = pa.schema(list(schema) + [pa.field("_crawl", pa.string()), pa.field("_shard", pa.string())]
-                     + list(extra_fields))
+    """Every row of ``files`` ((index, path) pairs) plus ``_row``, ``_crawl``, ``_shard``.
+
+    ``extra(table)`` adds columns. A file that cannot be read fails the job with its name.
+    """
+    full = pa.schema(list(schema) + [pa.field("_row", pa.int64()), pa.field("_crawl", pa.string()),
+                                     pa.field("_shard", pa.string())] + list(extra_fields))
 
     def read(batches):
         for batch in batches:
-            for path in batch.column("path").to_pylist():
+            for index, path in zip(batch.column("index").to_pylist(), batch.column("path").to_pylist(), strict=True):
                 fs, inner = storage.filesystem(path)
-                table = conform(pq.read_table(inner, filesystem=fs), schema)
+                try:
+                    table = conform(pq.read_table(inner, filesystem=fs), schema)
+                except (pa.ArrowException, OSError) as err:
+                    raise RuntimeError(f"cannot read input file {path}: {err}") from err
+                if table.num_rows >= 1 << 32:
+                    raise RuntimeError(f"input file {path} has {table.num_rows} rows, over 2**32")
                 crawl, shard = shard_of(path)
+                table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64) + (index << 32)))
                 table = table.append_column("_crawl", pa.repeat(pa.scalar(crawl), table.num_rows))
                 table = table.append_column("_shard", pa.repeat(pa.scalar(shard), table.num_rows))
                 for chunk in table.to_batches(max_chunksize=2048):
@@ -45,43 +83,54 @@ def read_shards(spark: SparkSession, storage: Storage, files: list[str], schema:
                         chunk = extra(chunk)
                     yield from chunk.to_batches()
 
-    paths = spark.createDataFrame([(f,) for f in files], "path string")
+    paths = spark.createDataFrame(files, "index long, path string")
     return paths.repartition(max(1, len(files)), "path").mapInArrow(read, from_arrow_schema(full))
 
 
 def signature_columns(exact: dict, minhash: dict):
-    """The ``extra`` function adding ``_exact`` (text key) and ``_bands`` (LSH keys), and their fields."""
-    fields = [pa.field("_exact", pa.string()), pa.field("_bands", pa.list_(pa.int64()))]
+    """The ``extra`` function adding ``_blank``, ``_exact`` and ``_bands``, and their fields.
+
+    ``_blank``: the text is null, empty or whitespace only (such rows are left out of dedup);
+    ``_exact``: the text key; ``_bands``: LSH keys, null for a text without words (never a near duplicate).
+    """
+    fields = [pa.field("_blank", pa.bool_()), pa.field("_exact", pa.string()),
+              pa.field("_bands", pa.list_(pa.int64()))]
 
     def add(table: pa.Table) -> pa.Table:
         text = table.column("text").combine_chunks()
+        blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), True)
         keys = text_keys(text, bits=exact["hash_bits"], nfc=exact["nfc"],
                          fold_whitespace=exact["fold_whitespace"], lowercase=exact["lowercase"])
         bands = minhash_bands(text, minhash["ngram"], minhash["bands"], minhash["rows"], minhash["seed"])
         offsets = pa.array(np.arange(0, bands.size + 1, minhash["bands"], dtype=np.int32))
-        table = table.append_column("_exact", keys)
-        return table.append_column("_bands", pa.ListArray.from_arrays(offsets, pa.array(bands.ravel())))
+        mask = pa.array(wordless(bands, minhash["bands"], minhash["rows"]))
+        table = table.append_column("_blank", blank).append_column("_exact", keys)
+        return table.append_column("_bands", pa.ListArray.from_arrays(offsets, pa.array(bands.ravel()), mask=mask))
 
     return add, tuple(fields)
 
 
 def _first_per_group(df: DataFrame, group: str, order: list, method: str) -> DataFrame:
-    """Rows beyond the first of each group (by ``order``) as duplicates of that first row."""
-    w = Window.partitionBy(group).orderBy(*order)
-    ranked = df.withColumn("_rank", F.row_number().over(w)).withColumn("_kept", F.first("id").over(w))
+    """Rows beyond the first of each group (by ``order``, then ``id``, then ``_row``) as duplicates of that first row.
+
+    ``df`` has ``_row``, ``id`` and ``shard``.
+    """
+    w = Window.partitionBy(group).orderBy(*order, "id", "_row")
+    ranked = (df.withColumn("_rank", F.row_number().over(w))
+              .withColumn("_first", F.first(F.struct("_row", "id", "shard")).over(w)))
     return ranked.where("_rank > 1").select(
-        "id", F.col("_kept").alias("cluster_id"), F.col("_kept").alias("kept_id"), F.lit(method).alias("method"))
+        "_row", "id", "shard", F.col("_first._row").alias("_kept"), F.col("_first.id").alias("kept_id"),
+        F.col("_first.shard").alias("kept_shard"), F.lit(method).alias("method"))
 
 
 def url_duplicates(meta: DataFrame) -> DataFrame:
     """Captures of the same URL: the latest capture (then smallest id) is kept."""
-    return _first_per_group(meta.where(F.col("url").isNotNull()), "url",
-                            [F.col("date").desc_nulls_last(), "id"], "url")
+    return _first_per_group(meta.where(F.col("url").isNotNull()), "url", [F.col("date").desc_nulls_last()], "url")
 
 
 def exact_duplicates(meta: DataFrame) -> DataFrame:
     """Same normalised text: the earliest capture (then smallest id) is kept."""
-    return _first_per_group(meta, "_exact", [F.col("date").asc_nulls_last(), "id"], "exact")
+    return _first_per_group(meta, "_exact", [F.col("date").asc_nulls_last()], "exact")
 
 
 def candidate_edges(meta: DataFrame, max_pairs_bucket: int) -> DataFrame:
@@ -89,24 +138,27 @@ def candidate_edges(meta: DataFrame, max_pairs_bucket: int) -> DataFrame:
 
     A bucket of up to ``max_pairs_bucket`` documents gives all its pairs, so verification sees
     every pair that collided. A larger bucket (boilerplate shared by thousands of pages) gives a
-    star instead, each member to the bucket's smallest id: linear in its size, so no bucket can
-    blow up memory, and connectivity (all that components need) is kept.
+    star instead, each member to the bucket's smallest row: linear in its size, so no bucket can
+    blow up memory, and connectivity (all that components need) is kept. Vertices are ``_row``.
     """
-    bands = meta.select("id", F.posexplode("_bands").alias("band", "key"))
-    buckets = bands.groupBy("band", "key").agg(F.min("id").alias("anchor"), F.count("*").alias("n")).where("n > 1")
+    bands = meta.select("_row", F.posexplode("_bands").alias("band", "key"))
+    buckets = bands.groupBy("band", "key").agg(F.min("_row").alias("anchor"), F.count("*").alias("n")).where("n > 1")
     members = bands.join(buckets, ["band", "key"])
-    small = members.where(F.col("n") <= max_pairs_bucket).select("band", "key", "id")
-    pairs = (small.alias("a").join(small.alias("b"), ["band", "key"]).where(F.col("a.id") < F.col("b.id"))
-             .select(F.col("b.id").alias("src"), F.col("a.id").alias("dst")))
-    stars = (members.where((F.col("n") > max_pairs_bucket) & (F.col("id") != F.col("anchor")))
-             .select(F.col("id").alias("src"), F.col("anchor").alias("dst")))
+    small = members.where(F.col("n") <= max_pairs_bucket).select("band", "key", "_row")
+    pairs = (small.alias("a").join(small.alias("b"), ["band", "key"]).where(F.col("a._row") < F.col("b._row"))
+             .select(F.col("b._row").alias("src"), F.col("a._row").alias("dst")))
+    stars = (members.where((F.col("n") > max_pairs_bucket) & (F.col("_row") != F.col("anchor")))
+             .select(F.col("_row").alias("src"), F.col("anchor").alias("dst")))
     return pairs.union(stars).distinct()
 
 
 def verified_edges(edges: DataFrame, texts: DataFrame, ngram: int, threshold: float) -> DataFrame:
-    """Candidate edges whose true Jaccard similarity of word ``ngram`` shingles is at least ``threshold``."""
-    pairs = (edges.join(texts.select(F.col("id").alias("src"), F.col("text").alias("a")), "src")
-             .join(texts.select(F.col("id").alias("dst"), F.col("text").alias("b")), "dst"))
+    """Candidate edges whose true Jaccard similarity of word ``ngram`` shingles is at least ``threshold``.
+
+    ``texts`` has ``_row`` and ``text``.
+    """
+    pairs = (edges.join(texts.select(F.col("_row").alias("src"), F.col("text").alias("a")), "src")
+             .join(texts.select(F.col("_row").alias("dst"), F.col("text").alias("b")), "dst"))
 
     def score(batches):
         for batch in batches:
@@ -116,19 +168,15 @@ def verified_edges(edges: DataFrame, texts: DataFrame, ngram: int, threshold: fl
             yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), sims],
                                              names=["src", "dst", "jaccard"])
 
-    scored = pairs.select("src", "dst", "a", "b").mapInArrow(score, "src string, dst string, jaccard double")
+    scored = pairs.select("src", "dst", "a", "b").mapInArrow(score, "src long, dst long, jaccard double")
     return scored.where(F.col("jaccard") >= threshold).select("src", "dst")
 
 
 def fuzzy_duplicates(meta: DataFrame, edges: DataFrame) -> DataFrame:
     """Documents in a connected component of ``edges`` other than its kept one (earliest, then smallest id)."""
-    components = connected_components(edges)
-    members = components.join(meta.select(F.col("id").alias("vertex"), "date"), "vertex")
-    w = Window.partitionBy("component").orderBy(F.col("date").asc_nulls_last(), "vertex")
-    ranked = members.withColumn("_rank", F.row_number().over(w)).withColumn("_kept", F.first("vertex").over(w))
-    return ranked.where("_rank > 1").select(
-        F.col("vertex").alias("id"), F.col("component").alias("cluster_id"), F.col("_kept").alias("kept_id"),
-        F.lit("fuzzy").alias("method"))
+    components = connected_components(edges).select(F.col("vertex").alias("_row"), "component")
+    members = components.join(meta.select("_row", "id", "date", "shard"), "_row")
+    return _first_per_group(members, "component", [F.col("date").asc_nulls_last()], "fuzzy")
 
 
 def write_shards(kept: DataFrame, storage: Storage, output: str, schema: pa.Schema, compression: str) -> list:
@@ -174,7 +222,7 @@ def write_shards(kept: DataFrame, storage: Storage, output: str, schema: pa.Sche
             yield pa.RecordBatch.from_arrays([pa.array(crawls), pa.array(shards), pa.array(counts, pa.int64())],
                                              names=["crawl", "shard", "rows"])
 
-    ordered = kept.repartition("_crawl", "_shard").sortWithinPartitions("_crawl", "_shard", "source_offset", "id")
+    ordered = kept.repartition("_crawl", "_shard").sortWithinPartitions("_crawl", "_shard", "_row")
     return ordered.mapInArrow(write, "crawl string, shard string, rows long").collect()
 
 
@@ -194,6 +242,6 @@ def write_table_parts(df: DataFrame, storage: Storage, folder: str) -> int:
 
 def largest_cluster(dups: DataFrame) -> int:
     """Size of the largest duplicate cluster, kept document included (0 when there are none)."""
-    row = dups.groupBy("method", "cluster_id").count().agg(F.max("count")).first()
+    row = dups.groupBy("method", "_kept").count().agg(F.max("count")).first()
     return int(row[0]) + 1 if row and row[0] is not None else 0
 

@@ -3,7 +3,9 @@
 Charset comes from the HTTP ``Content-Type`` header, else the HTML ``<meta>`` tag, else
 detection (uchardet, via resiliparse). Records that cannot give text are rejected by reason:
 ``extract.non_html``, ``extract.too_large``, ``extract.timeout``, ``extract.error``,
-``extract.empty``. WET records already carry text and pass through untouched.
+``extract.empty``. WET records already carry text and pass through untouched. Pages are
+extracted in a child process (:mod:`operators.extract.sandbox`) so that the per-page time
+limit holds even inside native code.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from resiliparse.parse.encoding import bytes_to_str, detect_encoding
 from resiliparse.parse.html import HTMLTree
 
 from operators.base import Operator, add_reasons, set_column
-from operators.timeout import TimeLimitExceeded, time_limit
+from operators.extract.sandbox import Sandbox
+
+TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 
 
 class ExtractParams(BaseModel):
@@ -46,6 +50,23 @@ def decode_html(body: bytes, content_type: str | None) -> str:
     return bytes_to_str(body, encoding)
 
 
+def extract_page(html: bytes, ctype: str | None, engine: str, main_content: bool) -> tuple[str | None, str | None]:
+    """(text, rejection rule) for one HTML page."""
+    try:
+        page = decode_html(html, ctype)
+        if engine == "trafilatura":
+            import trafilatura  # optional engine, imported only when chosen
+
+            text = trafilatura.extract(page, favor_precision=True, include_comments=False, deduplicate=True) or ""
+        else:
+            text = extract_plain_text(HTMLTree.parse(page), main_content=main_content, list_bullets=False,
+                                      alt_texts=False)
+    except Exception:  # noqa: BLE001 - a page the parser cannot handle is counted, not fatal
+        return None, "error"
+    text = text.strip()
+    return (text, None) if text else (None, "empty")
+
+
 class Extract(Operator):
     name = "extract"
     needs = ("raw_html", "raw_content_type", "raw_length")
@@ -55,32 +76,12 @@ class Extract(Operator):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if self.p.engine == "trafilatura":
-            import trafilatura  # optional engine, imported only when chosen
+        self._sandbox: Sandbox | None = None
 
-            self._trafilatura = trafilatura
-
-    def _extract(self, html: str) -> str:
-        if self.p.engine == "trafilatura":
-            return self._trafilatura.extract(html, favor_precision=True, include_comments=False,
-                                             deduplicate=True) or ""
-        tree = HTMLTree.parse(html)
-        return extract_plain_text(tree, main_content=self.p.main_content, list_bullets=False,
-                                  alt_texts=False)
-
-    def _one(self, html: bytes | None, ctype: str | None, length: int) -> tuple[str | None, str | None]:
-        """(text, rejection rule) for one raw record."""
-        if html is None:
-            is_html = ctype is None or ctype.split(";")[0].strip() in ("text/html", "application/xhtml+xml")
-            return None, "too_large" if is_html and length > self.p.max_bytes else "non_html"
-        try:
-            with time_limit(self.p.timeout_s):
-                text = self._extract(decode_html(html, ctype)).strip()
-        except TimeLimitExceeded:
-            return None, "timeout"
-        except Exception:  # noqa: BLE001 - a page the parser cannot handle is counted, not fatal
-            return None, "error"
-        return (text, None) if text else (None, "empty")
+    def _unread_rule(self, ctype: str | None, length: int) -> str:
+        """Why a record's body was not read: too large for a page, or not a page at all."""
+        is_text = ctype is None or ctype.split(";")[0].strip() in TEXT_TYPES
+        return "too_large" if is_text and length > self.p.max_bytes else "non_html"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column("text").to_pylist()
@@ -88,9 +89,21 @@ class Extract(Operator):
         ctypes = batch.column("raw_content_type").to_pylist()
         lengths = batch.column("raw_length").to_pylist()
         reasons = np.full(batch.num_rows, None, dtype=object)
+        pages = []
         for i, text in enumerate(texts):
-            if text is None:
-                texts[i], rule = self._one(htmls[i], ctypes[i], lengths[i])
+            if text is None and htmls[i] is None:
+                reasons[i] = f"extract.{self._unread_rule(ctypes[i], lengths[i])}"
+            elif text is None:
+                pages.append(i)
+        if pages:
+            if self._sandbox is None:
+                self._sandbox = Sandbox(self.p.engine, self.p.main_content, self.p.timeout_s)
+            for i, (text, rule) in zip(pages, self._sandbox.run([(htmls[i], ctypes[i]) for i in pages]),
+                                       strict=True):
+                texts[i] = text
                 reasons[i] = f"extract.{rule}" if rule else None
         batch = set_column(batch, "text", pa.array(texts, pa.string()))
         return add_reasons(batch.drop_columns(list(self.drops)), reasons)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_sandbox": None}

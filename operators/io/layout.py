@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from operators.io.storage import join
+
+SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def safe_segment(name: str | None) -> bool:
+    """Whether ``name`` can be one folder or file name under the output root: no separators, no
+    ``..``, not hidden (dataset readers skip ``_``/``.`` names)."""
+    return bool(name) and SAFE_SEGMENT.fullmatch(name) is not None and ".." not in name
+
+
+def _checked(*names: str) -> None:
+    for name in names:
+        if not safe_segment(name):
+            raise ValueError(f"{name!r} is not a safe output folder or file name")
 
 
 def shard_of(path: str) -> tuple[str, str]:
@@ -24,9 +39,11 @@ class Layout:
         return join(self.root, self.run, self.stage)
 
     def data(self, crawl: str, shard: str) -> str:
+        _checked(crawl, shard)
         return join(self.stage_dir, crawl, f"{shard}.parquet")
 
     def rejected(self, crawl: str, shard: str) -> str:
+        _checked(crawl, shard)
         return join(self.root, self.run, "rejected", crawl, f"{shard}.parquet")
 
     @property
@@ -34,6 +51,7 @@ class Layout:
         return join(self.stage_dir, "_ledger")
 
     def ledger(self, shard: str) -> str:
+        _checked(shard)
         return join(self.ledger_dir, f"{shard}.json")
 
     @property

@@ -6,6 +6,7 @@ import gzip
 import io
 import re
 
+from operators.io.layout import safe_segment
 from operators.io.storage import Storage, join
 
 CC_ROOT = "s3://commoncrawl/crawl-data"
@@ -49,12 +50,17 @@ def resolve_inputs(storage: Storage, paths: list[str], crawl: str | None, fmt: s
 
 
 def shard_name(uri: str) -> str:
-    """The file's base name less ``.gz`` (``x.warc`` and ``x.warc.wet`` stay apart): the shard's key."""
+    """The file's base name less ``.gz`` (``x.warc`` and ``x.warc.wet`` stay apart): the shard's key.
+
+    It names output files, so characters outside ``[A-Za-z0-9._-]`` and runs of dots become ``_``
+    and a leading ``_``, ``.`` or ``-`` (hidden from dataset readers) is dropped.
+    """
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     for suffix in SHARD_SUFFIXES:
         if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+            name = name[: -len(suffix)]
+    name = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._-]", "_", name)).lstrip("._-")[:200]
+    return name if safe_segment(name) else "shard"
 
 
 def shard_names(uris: list[str]) -> dict[str, str]:

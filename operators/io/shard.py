@@ -2,6 +2,9 @@
 
 Both Parquet files are written to staging files and published whole; the ledger entry is written
 last, so its presence means the shard is done (a crash before it leaves nothing that looks done).
+A shard is done only when its input was read to the end: a read that fails for good, or an input
+that is not a WARC/WET file, raises and leaves no ledger entry. The entry records the input's
+size and ETag (or mtime), so a re-run redoes a shard whose input changed.
 """
 
 from __future__ import annotations
@@ -17,28 +20,9 @@ import pyarrow.parquet as pq
 from operators.io.layout import Layout
 from operators.io.listing import crawl_of
 from operators.io.storage import Storage, discard
-from operators.io.warc import gzip_tail_complete, read_warc
+from operators.io.warc import read_warc
 from operators.pipeline import Chain
 from operators.schema import conform
-
-
-class CountingReader:
-    """Wrap a binary stream and count the bytes read from it."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.bytes = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.bytes += len(data)
-        return data
-
-    def tell(self) -> int:
-        return self.bytes
-
-    def close(self):
-        self.raw.close()
 
 
 class _StagedParquet:
@@ -77,25 +61,22 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
     """Run ``chain`` over shard ``uri``; return the ledger entry that was written."""
     started = time.time()
     counts: Counter = Counter()
+    problems: list[dict] = []
     kept = _StagedParquet(storage, schema, compression)
     rejected = _StagedParquet(storage, schema, compression)
+    identity = storage.stat(uri)
+    reader = storage.reader(uri, identity)
     crawl = None
-    last_offset = 0
-    stream = CountingReader(storage.open_read(uri))
     try:
-        for batch in read_warc(stream, uri, max_bytes, batch_size, counts):
-            crawl = crawl or batch.column("crawl")[0].as_py() or crawl_of(uri) or "unknown"
-            last_offset = batch.column("source_offset")[-1].as_py()
+        for batch in read_warc(reader, uri, shard, crawl_of(uri) or "unknown", max_bytes, batch_size, counts,
+                               problems):
+            crawl = crawl or batch.column("crawl")[0].as_py()
             good, bad = chain(batch)
             kept.write(good, layout.data(crawl, shard))
             if keep_rejected:
                 for part in bad:
                     rejected.write(part, layout.rejected(crawl, shard))
         crawl = crawl or crawl_of(uri) or "unknown"
-        if not counts["read.corrupt_stream"]:
-            with storage.open_read(uri) as tail:
-                if not gzip_tail_complete(tail, last_offset):
-                    counts["read.truncated"] += 1
         kept.write(pa.table({}), layout.data(crawl, shard))
         outputs = {"data": kept.publish(), "rejected": rejected.publish()}
     except BaseException:
@@ -103,15 +84,19 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
         rejected.abandon()
         raise
     finally:
-        stream.close()
+        reader.close()
+    if reader.failures:
+        counts["read.retries"] = reader.failures
     entry = {
         "shard": shard,
         "source": uri,
         "crawl": crawl,
         "outputs": outputs,
         "rows": {"data": kept.rows, "rejected": rejected.rows},
+        "input": identity,
         "read": dict(sorted(counts.items())),
-        "bytes_read": stream.bytes,
+        "problems": problems,
+        "bytes_read": reader.offset,
         "operators": chain.stats_dict(),
         "seconds": round(time.time() - started, 3),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import io
 import os
 import shutil
 import tempfile
@@ -19,10 +20,14 @@ from typing import IO
 from urllib.parse import urlparse
 
 import boto3
+import botocore.exceptions
 import pyarrow.fs as pafs
+import requests
 import smart_open
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
+
+from operators.io.ranged import InputChanged, RangeReader
 
 CC_BUCKET = "commoncrawl"
 CC_HTTPS = "https://data.commoncrawl.org/"
@@ -54,6 +59,8 @@ class Storage:
     endpoint_url: str | None = None
     region: str | None = None
     anonymous: bool | None = None  # None: anonymous for the public Common Crawl bucket only
+    retries: int = 5  # per request, and re-opens of a dropped input stream at its last good offset
+    retry_backoff_s: float = 1.0  # first wait between stream re-opens; doubles each time
 
     def __getstate__(self) -> dict:
         """Pickle the settings only; clients and filesystems are rebuilt where the object lands."""
@@ -77,7 +84,7 @@ class Storage:
         return self._make_client(signed=False)
 
     def _make_client(self, signed: bool):
-        config = BotoConfig(retries={"mode": "adaptive", "max_attempts": 10},
+        config = BotoConfig(retries={"mode": "adaptive", "max_attempts": self.retries + 1},
                             signature_version=None if signed else UNSIGNED)
         return boto3.client("s3", endpoint_url=self.endpoint_url or None, region_name=self.region,
                             config=config)
@@ -88,8 +95,68 @@ class Storage:
             return open(uri, "rb")
         if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
             return smart_open.open(CC_HTTPS + split_s3(uri)[1], "rb", compression="disable")
-        client = self._unsigned_client if self._anonymous_for(uri) else self._client
-        return smart_open.open(uri, "rb", compression="disable", transport_params={"client": client})
+        return smart_open.open(uri, "rb", compression="disable", transport_params={"client": self._client_for(uri)})
+
+    def stat(self, uri: str) -> dict:
+        """The input's identity for the ledger: ``size`` and ``etag`` (S3, HTTP) or ``mtime_ns`` (local)."""
+        if not is_s3(uri):
+            info = os.stat(uri)
+            return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+        if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+            response = requests.head(CC_HTTPS + split_s3(uri)[1], timeout=60, allow_redirects=True)
+            if response.status_code == 404:
+                raise FileNotFoundError(uri)
+            response.raise_for_status()
+            return {"size": int(response.headers["Content-Length"]), "etag": response.headers.get("ETag")}
+        bucket, key = split_s3(uri)
+        try:
+            head = self._client_for(uri).head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(uri) from None
+            raise
+        return {"size": head["ContentLength"], "etag": head.get("ETag")}
+
+    def reader(self, uri: str, identity: dict) -> RangeReader:
+        """A sequential reader of ``uri`` (as ``stat`` saw it) that resumes at its offset after a dropped
+        connection and fails if the object changes meanwhile."""
+        return RangeReader(uri, lambda offset: self._open_at(uri, offset, identity), identity["size"],
+                           self.retries, self.retry_backoff_s)
+
+    def _client_for(self, uri: str):
+        return self._unsigned_client if self._anonymous_for(uri) else self._client
+
+    def _open_at(self, uri: str, offset: int, identity: dict) -> IO[bytes]:
+        if offset >= identity["size"]:
+            return io.BytesIO()
+        if not is_s3(uri):
+            f = open(uri, "rb")
+            if os.fstat(f.fileno()).st_mtime_ns != identity["mtime_ns"]:
+                f.close()
+                raise InputChanged(f"{uri} changed while it was being read")
+            f.seek(offset)
+            return f
+        etag = identity.get("etag")
+        if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+            headers = {"Range": f"bytes={offset}-", **({"If-Match": etag} if etag else {})}
+            response = requests.get(CC_HTTPS + split_s3(uri)[1], headers=headers, stream=True, timeout=(30, 120))
+            if response.status_code == 412:
+                raise InputChanged(f"{uri} changed while it was being read")
+            if response.status_code != 206:
+                response.raise_for_status()
+                raise ConnectionError(f"{uri}: range request answered {response.status_code}, not 206")
+            return response.raw
+        bucket, key = split_s3(uri)
+        try:
+            return self._client_for(uri).get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-",
+                                                    **({"IfMatch": etag} if etag else {}))["Body"]
+        except botocore.exceptions.ClientError as err:
+            code = err.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412"):
+                raise InputChanged(f"{uri} changed while it was being read") from None
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(uri) from None
+            raise
 
     def list(self, pattern: str) -> list[str]:
         """Expand a glob (``*``, ``?``, ``[]``) over local paths or an S3 prefix, sorted."""
@@ -108,7 +175,7 @@ class Storage:
 
     @cached_property
     def _s3fs(self) -> pafs.S3FileSystem:
-        kwargs = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10)}
+        kwargs = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=self.retries + 1)}
         if self.endpoint_url:
             parsed = urlparse(self.endpoint_url)
             kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
@@ -137,8 +204,9 @@ class Storage:
             fd, path = tempfile.mkstemp(prefix="cc-refinery-", suffix=".part")
             os.close(fd)
             return path
-        os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-        return f"{uri}.tmp-{uuid.uuid4().hex}"
+        folder, name = os.path.split(os.path.abspath(uri))
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")  # hidden from dataset readers
 
     def commit(self, staging: str, uri: str) -> None:
         """Publish a staged file whole: a local rename, or an S3 upload that is visible only once complete."""
@@ -167,8 +235,12 @@ class Storage:
         self.write_atomic(uri, lambda out: out.write(text.encode()))
 
     def delete(self, uri: str) -> None:
-        fs, path = self.filesystem(uri)
-        fs.delete_file(path)
+        """Remove one file; on S3 with boto3, as pyarrow would leave a folder marker behind."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            self._client_for(uri).delete_object(Bucket=bucket, Key=key)
+        else:
+            os.remove(uri)
 
     def walk(self, uri: str, suffix: str) -> list[str]:
         """Every file under ``uri`` (recursively) ending in ``suffix``, skipping ``_``-prefixed names."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from operators.llm.prompts import load_prompt
 from operators.params import Strict
@@ -35,6 +36,14 @@ class EndpointConfig(Strict):
     qps: int | None = None
     concurrency: int = 4
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL with a host, like http://127.0.0.1:8000/v1")
+        return url
+
 
 class LLMConfig(Strict):
     engine: Literal["vllm", "openai"] = "vllm"
@@ -52,6 +61,14 @@ class LLMConfig(Strict):
     engine_kwargs: dict = Field(default_factory=dict, description="any further vLLM engine argument")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, replicas: int | tuple[int, int]) -> int | tuple[int, int]:
+        low, high = (replicas, replicas) if isinstance(replicas, int) else replicas
+        if not 1 <= low <= high:
+            raise ValueError("must be a count >= 1, or [min, max] with 1 <= min <= max")
+        return replicas
 
 
 def _sampling(llm: LLMConfig, seed: int) -> dict:

@@ -1,0 +1,96 @@
+"""Start-up checks that touch files, the environment or models, run before Ray or Spark starts.
+
+Each raises ValueError or FileNotFoundError whose message starts with the recipe key at fault.
+Checks of values alone live in the pydantic models (``jobs/config.py`` and the config classes).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from operators.io.storage import Storage, is_s3, join
+
+if TYPE_CHECKING:
+    from jobs.config import Recipe
+    from jobs.dedup import DedupRecipe
+    from jobs.synthesize import SynthRecipe
+
+
+def check_curate(recipe: Recipe) -> None:
+    """Blocklists and language model exist, language codes are the model's, ``output.root`` is writable."""
+    storage = Storage(**recipe.storage.model_dump())
+    for name, params in recipe.steps:
+        if name == "url":
+            for uri in params["blocklists"]:
+                _exists(storage, uri, "pipeline.url.blocklists")
+        elif name == "language":
+            _languages(storage, params)
+    _writable(storage, recipe.output.root, "output.root")
+
+
+def check_dedup(recipe: DedupRecipe) -> None:
+    """``output`` is writable."""
+    _writable(Storage(**recipe.storage.model_dump()), recipe.output, "output")
+
+
+def check_synthesize(recipe: SynthRecipe) -> None:
+    """The API key's variable is set, local model and tokenizer paths exist, ``output`` is writable."""
+    llm = recipe.llm
+    if llm.engine == "openai" and llm.endpoint.api_key_env and not os.environ.get(llm.endpoint.api_key_env):
+        raise ValueError(f"llm.endpoint.api_key_env: environment variable {llm.endpoint.api_key_env} is not set")
+    if recipe.tokenizer is None and is_s3(llm.model):
+        raise ValueError("tokenizer: required when llm.model is an s3:// URI (chunking loads it with transformers)")
+    paths = {"tokenizer": recipe.tokenizer} if recipe.tokenizer else {}
+    if llm.engine == "vllm" or recipe.tokenizer is None:  # an endpoint's model is a served name, not a path
+        paths["llm.model"] = llm.model
+    for key, name in paths.items():
+        if _local_path(name) and not os.path.exists(os.path.expanduser(name)):
+            raise FileNotFoundError(f"{key}: {name} does not exist")
+    _writable(Storage(**recipe.storage.model_dump()), recipe.output, "output")
+
+
+def _local_path(name: str) -> bool:
+    """Whether a model or tokenizer name means a local folder rather than a hub id (``org/name``)."""
+    if "://" in name:
+        return False
+    parts = name.split("/")
+    return name.startswith(("/", ".", "~")) or len(parts) > 2 or (len(parts) == 2 and os.path.isdir(parts[0]))
+
+
+def _exists(storage: Storage, uri: str, key: str) -> None:
+    try:
+        found = storage.exists(uri)
+    except OSError as err:
+        raise ValueError(f"{key}: cannot read {uri}: {err}") from None
+    if not found:
+        raise FileNotFoundError(f"{key}: {uri} does not exist")
+
+
+def _languages(storage: Storage, params: dict) -> None:
+    """Load the language model (cached for the process) and check ``languages`` against its labels."""
+    from operators.filters.language import load_model
+
+    if params["model"]:
+        _exists(storage, params["model"], "pipeline.language.model")
+    try:
+        labels = [label.removeprefix("__label__") for label in load_model(params["model"], storage).get_labels()]
+    except ValueError:
+        raise ValueError(f"pipeline.language.model: {params['model']} is not a fastText model") from None
+    unknown = [code for code in params["languages"] if code not in labels]
+    if unknown:
+        raise ValueError(f"pipeline.language.languages: {', '.join(map(repr, unknown))} not among the model's "
+                         f"{len(labels)} language codes, which are like {', '.join(labels[:5])}")
+
+
+def _writable(storage: Storage, root: str, key: str) -> None:
+    """Write and delete a probe under ``root``, named with a ``_`` so that dataset readers skip it."""
+    probe = join(root, f"_preflight-{uuid.uuid4().hex}")
+    try:
+        storage.write_text(probe, "")
+        storage.delete(probe)
+    except (OSError, ClientError) as err:
+        raise ValueError(f"{key}: cannot write to {root}: {err}") from None

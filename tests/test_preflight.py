@@ -1,0 +1,165 @@
+"""Start-up checks of files, environment and models: each fails naming the key, before Ray or Spark starts."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from jobs.config import load_model, load_recipe
+from jobs.dedup import DedupRecipe
+from jobs.preflight import check_curate, check_dedup, check_synthesize
+from jobs.synthesize import SynthRecipe
+from operators.filters.language import default_model_path
+from tests.conftest import ROOT
+
+RECIPES = ROOT / "jobs" / "recipes"
+FINEWEB, DCLM, DEDUP = str(RECIPES / "fineweb.yaml"), str(RECIPES / "dclm.yaml"), str(RECIPES / "dedup.yaml")
+WRAP, NEMOTRON = str(RECIPES / "rephrase-wrap.yaml"), str(RECIPES / "rephrase-nemotron.yaml")
+UNSET = "CC_REFINERY_TEST_UNSET_KEY"
+
+
+def _curate(tmp_path, *overrides):
+    return load_recipe(FINEWEB, [f"output.root={tmp_path / 'out'}", *overrides])
+
+
+def _synth(tmp_path, *overrides, recipe=WRAP):
+    return load_model(SynthRecipe, recipe, [f"output={tmp_path / 'out'}", *overrides])
+
+
+def _message(check, recipe) -> str:
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        check(recipe)
+    return str(err.value)
+
+
+def test_shipped_recipes_pass_and_leave_only_the_empty_output_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the recipes' blocklist paths are relative to the repository
+    out = tmp_path / "out"
+    check_curate(load_recipe(FINEWEB, [f"output.root={out}"]))
+    check_curate(load_recipe(DCLM, [f"output.root={out}"]))
+    check_dedup(load_model(DedupRecipe, DEDUP, [f"output={out}"]))
+    check_synthesize(_synth(tmp_path))  # llm.model is the hub id Qwen/Qwen2.5-7B-Instruct: no network needed
+    check_synthesize(_synth(tmp_path, recipe=NEMOTRON))
+    assert os.listdir(out) == []
+
+
+def test_language_codes_are_checked_against_the_models_labels(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert _message(check_curate, _curate(tmp_path, "pipeline.language.languages=[en, english, xx]")) == (
+        "pipeline.language.languages: 'english', 'xx' not among the model's 176 language codes, "
+        "which are like en, ru, de, fr, it")
+    check_curate(_curate(tmp_path, "pipeline.language.languages=[de, zh, ceb]"))
+    check_curate(_curate(tmp_path, "pipeline.language.languages=[]"))
+
+
+def test_a_custom_language_model_must_exist_and_be_fasttext(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    model = tmp_path / "lid.ftz"
+    assert _message(check_curate, _curate(tmp_path, f"pipeline.language.model={model}")) == (
+        f"pipeline.language.model: {model} does not exist")
+    model.write_text("not a model")
+    assert _message(check_curate, _curate(tmp_path, f"pipeline.language.model={model}")) == (
+        f"pipeline.language.model: {model} is not a fastText model")
+    shutil.copy(default_model_path(), tmp_path / "copy.ftz")
+    check_curate(_curate(tmp_path, f"pipeline.language.model={tmp_path / 'copy.ftz'}"))
+
+
+def test_a_missing_blocklist_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    missing = tmp_path / "adult.txt"
+    assert _message(check_curate, _curate(tmp_path, f"pipeline.url.blocklists=[{missing}]")) == (
+        f"pipeline.url.blocklists: {missing} does not exist")
+
+
+def test_s3_blocklists_model_and_output_root(tmp_path, s3_server, s3_client):
+    s3_client.create_bucket(Bucket="preflight")
+    with open(default_model_path(), "rb") as f:
+        s3_client.put_object(Bucket="preflight", Key="lid.ftz", Body=f.read())
+    s3_client.put_object(Bucket="preflight", Key="block.txt", Body=b"blocked.example\n")
+    s3 = [f"storage.endpoint_url={s3_server}", "pipeline.language.model=s3://preflight/lid.ftz"]
+
+    def recipe(*overrides):
+        return load_recipe(FINEWEB, [*s3, "output.root=s3://preflight/out",
+                                     "pipeline.url.blocklists=[s3://preflight/block.txt]", *overrides])
+
+    check_curate(recipe())
+    assert "Contents" not in s3_client.list_objects_v2(Bucket="preflight", Prefix="out/")  # no probe, no marker
+    assert _message(check_curate, recipe("pipeline.url.blocklists=[s3://preflight/gone.txt]")) == (
+        "pipeline.url.blocklists: s3://preflight/gone.txt does not exist")
+    assert _message(check_curate, recipe("pipeline.language.languages=[english]")).startswith(
+        "pipeline.language.languages: 'english' not among the model's 176 language codes")
+    assert _message(check_curate, recipe("output.root=s3://no-such-bucket/out")).startswith(
+        "output.root: cannot write to s3://no-such-bucket/out: ")
+
+
+def test_an_unwritable_output_is_named_for_every_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "file").write_text("")
+    root = tmp_path / "file" / "out"  # under a file: unwritable even for root
+    assert _message(check_curate, _curate(tmp_path, f"output.root={root}")).startswith(
+        f"output.root: cannot write to {root}: [Errno 20] Not a directory")
+    assert _message(check_dedup, load_model(DedupRecipe, DEDUP, [f"output={root}"])).startswith(
+        f"output: cannot write to {root}: [Errno 20] Not a directory")
+    assert _message(check_synthesize, _synth(tmp_path, f"output={root}")).startswith(
+        f"output: cannot write to {root}: [Errno 20] Not a directory")
+
+
+def test_the_api_key_variable_must_be_set_for_an_endpoint(tmp_path, monkeypatch):
+    monkeypatch.delenv(UNSET, raising=False)
+    openai = ["llm.engine=openai", f"llm.endpoint.api_key_env={UNSET}"]
+    assert _message(check_synthesize, _synth(tmp_path, *openai)) == (
+        f"llm.endpoint.api_key_env: environment variable {UNSET} is not set")
+    check_synthesize(_synth(tmp_path, f"llm.endpoint.api_key_env={UNSET}"))  # vllm does not use it
+    monkeypatch.setenv(UNSET, "secret")
+    check_synthesize(_synth(tmp_path, *openai))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["tokenizer=/no/such/tokenizer"], "tokenizer: /no/such/tokenizer does not exist"),
+    (["llm.model=./models/none"], "llm.model: ./models/none does not exist"),
+    (["llm.model=~/no-such-model-folder"], "llm.model: ~/no-such-model-folder does not exist"),
+    (["llm.model=models/qwen/7b"], "llm.model: models/qwen/7b does not exist"),
+    (["llm.model=models/qwen"], "llm.model: models/qwen does not exist"),  # ./models exists
+    (["llm.engine=openai", "llm.model=./served"], "llm.model: ./served does not exist"),  # it is the tokenizer
+    (["llm.model=s3://models/qwen"], "tokenizer: required when llm.model is an s3:// URI "
+                                     "(chunking loads it with transformers)"),
+])
+def test_local_model_and_tokenizer_paths_must_exist(tmp_path, monkeypatch, overrides, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    assert _message(check_synthesize, _synth(tmp_path, *overrides)) == message
+
+
+def test_hub_ids_served_names_and_existing_paths_pass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tok").mkdir()
+    for overrides in (["llm.model=gpt2"], ["llm.model=Qwen/Qwen2.5-0.5B-Instruct"], [f"llm.model={tmp_path}/tok"],
+                      ["llm.model=./tok"], ["llm.engine=openai", "llm.model=./served", "tokenizer=tok"],
+                      ["llm.model=s3://models/qwen", "tokenizer=./tok"]):
+        check_synthesize(_synth(tmp_path, *overrides))
+
+
+@pytest.mark.parametrize("job, recipe, setting, line", [
+    ("curate", FINEWEB, "pipeline.language.languages=[english]",
+     "error: pipeline.language.languages: 'english' not among the model's 176 language codes, "
+     "which are like en, ru, de, fr, it"),
+    ("curate", FINEWEB, "pipeline.url.blocklists=[no/such/list.txt]",
+     "error: pipeline.url.blocklists: no/such/list.txt does not exist"),
+    ("synthesize", WRAP, f"llm.endpoint.api_key_env={UNSET}",
+     f"error: llm.endpoint.api_key_env: environment variable {UNSET} is not set"),
+    ("dedup", DEDUP, "compression=brotli9000",
+     "error: compression: Input should be 'zstd', 'snappy', 'gzip' or 'none'"),
+])
+def test_the_job_stops_with_one_line_naming_the_key_before_ray_starts(tmp_path, job, recipe, setting, line):
+    env = {k: v for k, v in os.environ.items() if k != UNSET}
+    output = "output.root" if job == "curate" else "output"
+    command = [sys.executable, "-m", f"jobs.{job}", "--config", recipe, "--set", f"{output}={tmp_path / 'out'}",
+               "--set", setting, *(["--set", "llm.engine=openai"] if job == "synthesize" else [])]
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert (done.returncode, done.stdout, done.stderr.splitlines()) == (2, "", [line])
+    assert "Ray" not in done.stderr and elapsed < 5  # a local Ray alone takes longer than this to start
