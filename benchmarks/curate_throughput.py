@@ -36,18 +36,19 @@ def stage_rows(warc: Path, engine: str) -> list[tuple]:
     chain = Chain([build(name, params, Storage()) for name, params in recipe.steps], "filter")
     counts: Counter = Counter()
     read_seconds, docs, html_bytes = 0.0, 0, 0
-    with open(warc, "rb") as f:
-        batches = read_warc(f, str(warc), 4_000_000, 256, counts)
-        while True:
-            start = time.perf_counter()
-            batch = next(batches, None)
-            read_seconds += time.perf_counter() - start
-            if batch is None:
-                break
-            docs += batch.num_rows
-            html_bytes += sum(len(b or b"") for b in batch.column("raw_html").to_pylist())
-            chain(batch)
-    rows = [("read (fastwarc)", docs, html_bytes / 1e6, read_seconds)]
+    storage = Storage()
+    batches = read_warc(storage.reader(str(warc), storage.stat(str(warc))), str(warc), warc.name, "unknown",
+                        4_000_000, 256, counts, [])
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, None)
+        read_seconds += time.perf_counter() - start
+        if batch is None:
+            break
+        docs += batch.num_rows
+        html_bytes += sum(len(b or b"") for b in batch.column("raw_html").to_pylist())
+        chain(batch)
+    rows = [("read (checked framing + fastwarc)", docs, html_bytes / 1e6, read_seconds)]
     for name, s in chain.stats_dict().items():
         label = f"extract ({engine})" if name == "extract" else name
         rows.append((label, s["in"], s["bytes_in"] / 1e6, s["seconds"]))
