@@ -1,9 +1,8 @@
 """The curation job's worker: a Ray actor that hands each shard to a child process it keeps.
 
-Ray Data runs an actor's batches off the main thread, where ``SIGALRM`` (the per-document
-extraction time limit) cannot be used; the child runs shards on its own main thread. The child
-also walls off native-code crashes: if it dies, that shard is reported failed and a new child
-is started for the next one. The actor itself imports little: the child loads the operators.
+The child walls off native-code crashes (readers, parsers, models): if it dies, that shard is
+reported failed and a new child is started for the next one. The actor itself imports little:
+the child loads the operators (and, for extraction, keeps a killable process of its own).
 """
 
 from __future__ import annotations
