@@ -30,3 +30,14 @@ def job_main(doc: str, prog: str, model: type[BaseModel], run: Callable[[BaseMod
         return 2
     print(json.dumps({key: stats[key] for key in summary}))
     return 0
+
+
+def start_ray(cluster) -> str:
+    """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray with ``cluster.num_cpus``;
+    return the Ray session folder on this node (its ``logs/`` hold the workers' output)."""
+    import ray
+
+    local = cluster.address is None and not os.environ.get("RAY_ADDRESS")
+    context = ray.init(address=cluster.address, num_cpus=cluster.num_cpus if local else None, log_to_driver=False,
+                       ignore_reinit_error=True)
+    return context.address_info["session_dir"]

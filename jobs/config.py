@@ -48,8 +48,14 @@ class OutputConfig(Strict):
     compression: Compression = "zstd"
 
 
-class RayConfig(Strict):
+class RayCluster(Strict):
+    """Which Ray to use: every job has these."""
+
     address: str | None = Field(None, description="default: RAY_ADDRESS, else a local Ray")
+    num_cpus: float | None = Field(None, gt=0, description="CPUs of a local Ray; default: the machine's")
+
+
+class RayConfig(RayCluster):
     workers: int | None = Field(None, ge=1, description="shards processed at once; default: all CPUs")
     batch_size: int = Field(256, ge=1, description="documents per Arrow batch")
 

@@ -17,13 +17,14 @@ from collections import Counter
 
 import pyarrow as pa
 
-from jobs.cli import job_main
+from jobs.cli import job_main, start_ray
 from jobs.config import Recipe
 from jobs.preflight import check_curate
 from jobs.shard_runner import layout_of, storage_of
 from jobs.shard_worker import ShardWorker
 from operators.io.ledger import to_do
 from operators.io.listing import resolve_inputs, shard_names
+from operators.io.storage import join
 from operators.registry import operator_class
 from operators.schema import DOCUMENT_FIELDS
 
@@ -85,6 +86,7 @@ def run(recipe: Recipe) -> dict:
     uris = resolve_inputs(storage, recipe.input.paths, recipe.input.crawl, recipe.input.format,
                           recipe.input.shards, recipe.input.limit)
     names = shard_names(uris)
+    storage.sweep_staging(join(layout.root, layout.run))  # what a killed run was writing
     pending, changed = to_do(storage, layout, names)
     todo = [{"uri": names[name], "shard": name} for name in pending]
     log.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(names),
@@ -92,7 +94,7 @@ def run(recipe: Recipe) -> dict:
     started = time.time()
     failed = []
     if todo:
-        ray.init(address=recipe.ray.address, ignore_reinit_error=True, log_to_driver=False)
+        start_ray(recipe.ray)
         workers = min(recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1)), len(todo))
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
         ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"recipe": recipe.model_dump(),

@@ -137,6 +137,7 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
         raise ValueError(f"output: {recipe.output} and input {recipe.input} must not lie inside one another")
     check_dedup(recipe)
     storage = Storage(**recipe.storage.model_dump())
+    storage.sweep_staging(recipe.output)  # what a killed run was writing
     files = storage.walk(recipe.input, ".parquet")
     if not files:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")

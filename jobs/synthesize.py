@@ -21,8 +21,9 @@ from collections import Counter, defaultdict
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from jobs.cli import job_main
+from jobs.cli import job_main, start_ray
 from jobs.config import Compression, StorageConfig
+from jobs.llm_cluster import LLMRayConfig, failure, fit
 from jobs.preflight import check_synthesize
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, join
@@ -58,6 +59,7 @@ class SynthRecipe(Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     tokenizer: str | None = Field(None, description="tokenizer for chunking; default: the model's")
     compression: Compression = "zstd"
+    ray: LLMRayConfig = Field(default_factory=LLMRayConfig)
 
     @model_validator(mode="after")
     def _prompts_exist(self):
@@ -112,37 +114,34 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
 
 
 def run(recipe: SynthRecipe) -> dict:
-    """Run the job; return its stats (also written to ``<output>/_stats.json``)."""
+    """Run the job; return its stats (also written to ``<output>/_stats.json``).
+
+    Raises RuntimeError, after writing the stats, when the run stopped before every shard was
+    finished (the cluster cannot hold it, the engine keeps dying, nothing moves); finished
+    shards stay finished.
+    """
     check_synthesize(recipe)
-    import ray
-
-    from operators.llm.engine import build_engine
-
     started = time.time()
     storage = Storage(**recipe.storage.model_dump())
+    storage.sweep_staging(recipe.output)
     paths = {_shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
     if not paths:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
     done = {k for k in paths if storage.exists(join(recipe.output, "_ledger", f"{k}.json"))}
     todo = sorted(set(paths) - done)
     log.info("%d shards: %d done before, %d to do", len(paths), len(done), len(todo))
+    failed = []
     if todo:
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
-        tokenizer = recipe.tokenizer or recipe.llm.model
-        requests = ray.data.from_items([{"path": paths[k], "shard_key": k} for k in todo],
-                                       override_num_blocks=len(todo))
-        requests = requests.flat_map(_requests(recipe.model_dump(), tokenizer), num_cpus=0.25)
-        pending: dict[str, list[dict]] = defaultdict(list)
-        for batch in build_engine(recipe.llm)(requests).iter_batches(batch_format="pyarrow", batch_size=256):
-            for row in batch.to_pylist():
-                pending[row["shard_key"]].append(row)
-                if len(pending[row["shard_key"]]) == row["expected"]:
-                    entry = finish_shard(recipe, storage, paths[row["shard_key"]], pending.pop(row["shard_key"]))
-                    log.info("shard %s: %s", entry["shard"], entry["outputs"])
-        for key in todo:  # shards that gave no request (no documents) still get their outputs
-            if not storage.exists(join(recipe.output, "_ledger", f"{key}.json")):
-                finish_shard(recipe, storage, paths[key], [])
-    entries = [json.loads(storage.read_bytes(join(recipe.output, "_ledger", f"{k}.json"))) for k in sorted(paths)]
+        session: list[str] = []
+        try:
+            _generate(recipe, storage, paths, todo, session)
+        except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
+            reason = failure(err, recipe.ray, recipe.llm, session[0] if session else None, started)
+            failed = [{"shard": k, "error": reason} for k in todo
+                      if not storage.exists(join(recipe.output, "_ledger", f"{k}.json"))]
+            log.error("stopped with %d shard(s) unfinished: %s", len(failed), reason)
+    done = [k for k in sorted(paths) if storage.exists(join(recipe.output, "_ledger", f"{k}.json"))]
+    entries = [json.loads(storage.read_bytes(join(recipe.output, "_ledger", f"{k}.json"))) for k in done]
     outputs, rows = Counter(), Counter()
     for entry in entries:
         outputs.update(entry["outputs"])
@@ -150,9 +149,37 @@ def run(recipe: SynthRecipe) -> dict:
     stats = {"shards": len(entries), "rows": dict(rows), "outputs": dict(sorted(outputs.items())),
              "requests": sum(e["requests"] for e in entries), "tokens_in": sum(e["tokens_in"] for e in entries),
              "tokens_out": sum(e["tokens_out"] for e in entries), "model": recipe.llm.model,
-             "wall_seconds": round(time.time() - started, 2)}
+             "wall_seconds": round(time.time() - started, 2), "failed": failed}
     storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
+    if failed:
+        raise RuntimeError(f"{len(failed)} shard(s) not finished: {failed[0]['error']}")
     return stats
+
+
+def _generate(recipe: SynthRecipe, storage: Storage, paths: dict[str, str], todo: list[str],
+              session: list[str]) -> None:
+    """Stream every request of the ``todo`` shards through the engine; write each shard when it is complete.
+
+    ``session`` receives the Ray session folder (for the engine's logs, should it die)."""
+    import ray
+
+    from operators.llm.engine import build_engine
+
+    session.append(start_ray(recipe.ray))
+    helper = fit(recipe.ray, recipe.llm)
+    tokenizer = recipe.tokenizer or recipe.llm.model
+    requests = ray.data.from_items([{"path": paths[k], "shard_key": k} for k in todo], override_num_blocks=len(todo))
+    requests = requests.flat_map(_requests(recipe.model_dump(), tokenizer), num_cpus=helper)
+    pending: dict[str, list[dict]] = defaultdict(list)
+    for batch in build_engine(recipe.llm, helper)(requests).iter_batches(batch_format="pyarrow", batch_size=256):
+        for row in batch.to_pylist():
+            pending[row["shard_key"]].append(row)
+            if len(pending[row["shard_key"]]) == row["expected"]:
+                entry = finish_shard(recipe, storage, paths[row["shard_key"]], pending.pop(row["shard_key"]))
+                log.info("shard %s: %s", entry["shard"], entry["outputs"])
+    for key in todo:  # shards that gave no request (no documents) still get their outputs
+        if not storage.exists(join(recipe.output, "_ledger", f"{key}.json")):
+            finish_shard(recipe, storage, paths[key], [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -189,3 +191,40 @@ def test_cli_exits_nonzero_naming_the_shard_that_failed(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: 1 shard(s) failed: html.warc"
     assert ledger(tmp_path, "fine.warc").exists() and not ledger(tmp_path, "html.warc").exists()
+
+
+@pytest.mark.slow
+def test_killed_mid_run_and_restarted_the_output_reads_as_a_clean_run(tmp_path):
+    (tmp_path / "in").mkdir()
+    for i in range(10):
+        write_warc(tmp_path / "in" / f"s{i}.warc.gz", pages(60, f"s{i}"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def curate(out: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "jobs.curate", "--config", RECIPE, "--set",
+                                 f"input.paths={tmp_path}/in/*.warc.gz", "--set", f"output.root={out}",
+                                 "--set", "ray.workers=1"], cwd=ROOT, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    job = curate(f"{tmp_path}/out")
+    ledgers = tmp_path / "out" / "fineweb" / "filter" / "_ledger"
+    while not (ledgers.exists() and any(ledgers.iterdir())):
+        assert job.poll() is None, "the job ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    done_before = len(list(ledgers.iterdir()))
+    assert done_before < 10
+    leftover = tmp_path / "out" / "fineweb" / "filter" / "CC-MAIN-2024-22" / f".s9.warc.parquet.tmp-{'0' * 32}"
+    leftover.write_bytes(b"PAR1 half a file")  # what a kill inside a write leaves
+
+    assert curate(f"{tmp_path}/out").wait(timeout=600) == 0
+    assert curate(f"{tmp_path}/clean").wait(timeout=600) == 0
+    assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name]
+    trees = sorted(p.name for p in (tmp_path / "clean" / "fineweb").iterdir())
+    assert sorted(p.name for p in (tmp_path / "out" / "fineweb").iterdir()) == trees
+    for tree in trees:
+        after_kill = pads.dataset(str(tmp_path / "out" / "fineweb" / tree), format="parquet").to_table()
+        clean = pads.dataset(str(tmp_path / "clean" / "fineweb" / tree), format="parquet").to_table()
+        assert sorted(after_kill.column("id").to_pylist()) == sorted(clean.column("id").to_pylist())
+        assert after_kill.num_rows == len(set(after_kill.column("id").to_pylist()))

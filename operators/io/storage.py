@@ -11,6 +11,7 @@ import fnmatch
 import glob
 import io
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -30,6 +31,7 @@ from botocore.config import Config as BotoConfig
 from operators.io.ranged import InputChanged, RangeReader
 
 CC_BUCKET = "commoncrawl"
+STAGING_RE = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
 CC_HTTPS = "https://data.commoncrawl.org/"
 
 
@@ -206,7 +208,22 @@ class Storage:
             return path
         folder, name = os.path.split(os.path.abspath(uri))
         os.makedirs(folder, exist_ok=True)
-        return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")  # hidden from dataset readers
+        return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")  # hidden from dataset readers (STAGING_RE)
+
+    def sweep_staging(self, uri: str) -> int:
+        """Remove the staging files a killed run left under local folder ``uri``; return how many.
+
+        (S3 outputs stage in local temporary files, so nothing of theirs is left in the bucket.)
+        """
+        if is_s3(uri) or not os.path.isdir(uri):
+            return 0
+        swept = 0
+        for folder, _, names in os.walk(uri):
+            for name in names:
+                if STAGING_RE.fullmatch(name):
+                    os.remove(os.path.join(folder, name))
+                    swept += 1
+        return swept
 
     def commit(self, staging: str, uri: str) -> None:
         """Publish a staged file whole: a local rename, or an S3 upload that is visible only once complete."""

@@ -50,7 +50,7 @@ class LLMConfig(Strict):
     model: str = Field(description="hub id, local path, or s3:// URI (fetched by ray.data.llm)")
     device: Literal["gpu", "cpu"] = "gpu"
     dtype: str = "auto"
-    max_model_len: int = Field(8192, ge=128)
+    max_model_len: int | None = Field(None, ge=128, description="default: the model's own context length")
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
     replicas: int | tuple[int, int] = Field(1, description="fixed count, or (min, max) to autoscale")
@@ -59,6 +59,7 @@ class LLMConfig(Strict):
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
     engine_kwargs: dict = Field(default_factory=dict, description="any further vLLM engine argument")
+    max_restarts: int = Field(3, ge=0, description="restarts of a dying engine replica before the job fails")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
 
@@ -76,21 +77,28 @@ def _sampling(llm: LLMConfig, seed: int) -> dict:
     return {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
 
 
-def _vllm(llm: LLMConfig):
+def engine_kwargs(llm: LLMConfig) -> dict:
+    """vLLM engine arguments: the recipe's settings, then ``engine_kwargs`` over them."""
+    kwargs = {"dtype": llm.dtype, "tensor_parallel_size": llm.tensor_parallel_size,
+              "pipeline_parallel_size": llm.pipeline_parallel_size,
+              "gpu_memory_utilization": llm.gpu_memory_utilization,
+              "enable_prefix_caching": llm.enable_prefix_caching, "enforce_eager": llm.enforce_eager}
+    if llm.max_model_len:
+        kwargs["max_model_len"] = llm.max_model_len
+    if llm.device == "cpu":
+        # vLLM's CPU build cannot rewind a seeded sampler ("CPU Generator does not use offset"),
+        # which a prompt split over several prefill chunks needs: prefill each prompt whole.
+        kwargs["enable_chunked_prefill"] = False
+    return {**kwargs, **llm.engine_kwargs}
+
+
+def _vllm(llm: LLMConfig, helper_cpus: float):
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    engine_kwargs = {"dtype": llm.dtype, "max_model_len": llm.max_model_len,
-                     "tensor_parallel_size": llm.tensor_parallel_size,
-                     "pipeline_parallel_size": llm.pipeline_parallel_size,
-                     "gpu_memory_utilization": llm.gpu_memory_utilization,
-                     "enable_prefix_caching": llm.enable_prefix_caching, "enforce_eager": llm.enforce_eager,
-                     **llm.engine_kwargs}
     cpu = llm.device == "cpu"
-    # On a CPU-only node the engine needs a CPU bundle, and the light helper stages must not hold
-    # whole CPUs or the engine never gets scheduled on a small machine.
-    helper = {"enabled": True, "num_cpus": 0.25} if cpu else True
+    helper = {"enabled": True, "num_cpus": helper_cpus}
     config = vLLMEngineProcessorConfig(
-        model_source=llm.model, engine_kwargs=engine_kwargs, batch_size=llm.batch_size,
+        model_source=llm.model, engine_kwargs=engine_kwargs(llm), batch_size=llm.batch_size,
         concurrency=llm.replicas, log_engine_metrics=not cpu,
         placement_group_config={"bundles": [{"CPU": 1}]} if cpu else None,
         chat_template_stage=helper, tokenize_stage=helper, detokenize_stage=helper)
@@ -105,17 +113,23 @@ def _vllm(llm: LLMConfig):
                 "tokens_in": int(row.get("num_input_tokens") or 0), "tokens_out": tokens_out,
                 "truncated": tokens_out >= llm.sampling.max_tokens}
 
-    return build_processor(config, preprocess=pre, postprocess=post)
+    processor = build_processor(config, preprocess=pre, postprocess=post,
+                                preprocess_map_kwargs={"num_cpus": helper_cpus},
+                                postprocess_map_kwargs={"num_cpus": helper_cpus})
+    # Ray Data restarts a dead actor forever by default: an engine that keeps dying would never end the job.
+    processor.get_stage_by_name("vLLMEngineStage").map_batches_kwargs["max_restarts"] = llm.max_restarts
+    return processor
 
 
-def _openai(llm: LLMConfig):
+def _openai(llm: LLMConfig, helper_cpus: float):
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
     headers = {"Content-Type": "application/json"}
     if llm.endpoint.api_key_env:
         headers["Authorization"] = f"Bearer {os.environ[llm.endpoint.api_key_env]}"
     config = HttpRequestProcessorConfig(url=llm.endpoint.url.rstrip("/") + "/chat/completions", headers=headers,
-                                        qps=llm.endpoint.qps, concurrency=llm.endpoint.concurrency)
+                                        qps=llm.endpoint.qps, concurrency=llm.endpoint.concurrency,
+                                        http_request_stage={"enabled": True, "num_cpus": helper_cpus})
 
     def pre(row: dict) -> dict:
         payload = {"model": llm.model, "messages": load_prompt(row["prompt_name"]).messages(row["chunk"]),
@@ -132,9 +146,11 @@ def _openai(llm: LLMConfig):
                 "tokens_out": int(usage.get("completion_tokens") or 0),
                 "truncated": choice.get("finish_reason") == "length"}
 
-    return build_processor(config, preprocess=pre, postprocess=post)
+    return build_processor(config, preprocess=pre, postprocess=post, preprocess_map_kwargs={"num_cpus": helper_cpus},
+                           postprocess_map_kwargs={"num_cpus": helper_cpus})
 
 
-def build_engine(llm: LLMConfig):
-    """A Ray Data processor: ``processor(dataset_of_requests) -> dataset_of_results``."""
-    return _vllm(llm) if llm.engine == "vllm" else _openai(llm)
+def build_engine(llm: LLMConfig, helper_cpus: float):
+    """A Ray Data processor: ``processor(dataset_of_requests) -> dataset_of_results``; every stage
+    around the engine asks for ``helper_cpus`` (see :mod:`operators.llm.resources`)."""
+    return _vllm(llm, helper_cpus) if llm.engine == "vllm" else _openai(llm, helper_cpus)

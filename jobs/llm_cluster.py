@@ -1,0 +1,106 @@
+"""An LLM job against its Ray cluster: fail fast when it cannot fit, never wait forever, say why it stopped.
+
+Before anything is scheduled, what the job asks for (GPUs for ``device: gpu``, CPUs for the
+engine replicas and helper stages) is compared with the cluster; a shortfall stops the job with
+one line naming the setting, or, on an autoscaling cluster, is requested and waited for up to
+``ray.resources_wait_s``. While it runs, Ray Data fails the run when nothing moves for
+``ray.no_progress_timeout_s``, and an engine replica that keeps dying ends it after
+``llm.max_restarts`` restarts (see ``operators/llm/engine.py``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+
+from pydantic import Field
+
+from jobs.config import RayCluster
+from operators.llm.engine import LLMConfig
+from operators.llm.resources import engine_gpus, helper_cpus, min_replicas, missing
+
+POLL_S = 5.0
+ENGINE_ERROR_RE = re.compile(r"\(EngineCore[^)]*\) ERROR .*?\] ((?:\w+\.)*\w+(?:Error|Exception): .*)")
+
+
+class ClusterTooSmall(RuntimeError):
+    """The cluster lacks what the job asks for (its message names the setting)."""
+
+
+class LLMRayConfig(RayCluster):
+    resources_wait_s: float = Field(0, ge=0, description="wait this long for GPUs/CPUs on an autoscaling cluster; "
+                                                         "0: fail at once")
+    no_progress_timeout_s: float = Field(1800, gt=0, description="fail the unfinished shards when nothing moves "
+                                                                 "for this long (engine start included)")
+
+
+def fit(cluster: LLMRayConfig, llm: LLMConfig) -> float:
+    """Wait (up to ``resources_wait_s``) until the cluster can hold the pipeline; return each helper's CPUs."""
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    deadline, requested = time.monotonic() + cluster.resources_wait_s, False
+    while True:
+        total = ray.cluster_resources()
+        cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+        problem = missing(llm, cpus, gpus)
+        if problem is None:
+            ray.data.DataContext.get_current().execution_no_progress_timeout_s = cluster.no_progress_timeout_s
+            return helper_cpus(llm, cpus)
+        if time.monotonic() >= deadline:
+            waited = f" (after waiting {cluster.resources_wait_s:g} s, ray.resources_wait_s)" if requested else ""
+            raise ClusterTooSmall(problem + waited)
+        if not requested:
+            per_replica = engine_gpus(llm) // min_replicas(llm)
+            request_resources(bundles=[{"CPU": 1, **({"GPU": per_replica} if per_replica else {})}]
+                              * min_replicas(llm))
+            requested = True
+        time.sleep(POLL_S)
+
+
+def failure(err: BaseException, cluster: LLMRayConfig, llm: LLMConfig, session_dir: str | None,
+            since: float) -> str:
+    """One line saying why the run stopped, naming the setting that bounds it (and, for a dead
+    engine, the engine's own error as its process logged it on this node after ``since``)."""
+    from ray.data.exceptions import ExecutionTimeoutError
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+    if isinstance(err, ClusterTooSmall):
+        return str(err)
+    chain, seen = [], err
+    while seen is not None:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, ExecutionTimeoutError) for e in chain):
+        return f"no progress for {cluster.no_progress_timeout_s:g} s (ray.no_progress_timeout_s)"
+    if any(isinstance(e, ActorDiedError | ActorUnavailableError) for e in chain):
+        cause = engine_error(session_dir, since) if session_dir else None
+        return (f"an engine replica died {llm.max_restarts + 1} time(s) (llm.max_restarts={llm.max_restarts}): "
+                + (cause or f"{_first_line(err)} (the engine's error is in the Ray worker logs)"))
+    return _first_line(err)
+
+
+def engine_error(session_dir: str, since: float) -> str | None:
+    """The last error a vLLM engine process logged in this node's Ray worker logs after ``since``.
+
+    vLLM's engine runs in a subprocess of the Ray actor; when it dies the actor only learns
+    "EngineCore encountered an issue", and the cause is in the log it wrote. Read by hand
+    because no Ray API returns a dead actor's output without the dashboard.
+    """
+    found: tuple[float, str] | None = None
+    for path in glob.glob(os.path.join(session_dir, "logs", "worker-*")):
+        if os.path.getmtime(path) < since:
+            continue
+        with open(path, errors="replace") as f:
+            for line in f:
+                match = ENGINE_ERROR_RE.search(line)
+                if match and (found is None or os.path.getmtime(path) >= found[0]):
+                    found = (os.path.getmtime(path), match.group(1).strip())
+    return found[1] if found else None
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split("\n", 1)[0].split())
+    return f"{type(err).__name__}: {text[:500]}"
