@@ -64,23 +64,19 @@ def test_no_gpu_stops_at_once_naming_the_setting(tmp_path, tiny_model):
         "CC-MAIN-2024-22/s0", "CC-MAIN-2024-22/s1"]
 
 
-@pytest.mark.slow
-def test_an_engine_that_keeps_dying_fails_the_job_with_its_own_error(tmp_path, tiny_model):
-    # Chunked prefill with a small token budget puts vLLM's CPU build on its failing path (a seeded
-    # sampler cannot be rewound), so every replica dies on the first long prompt.
-    done, seconds = synthesize(tmp_path, tiny_model, "llm.device=cpu", "llm.max_restarts=1",
-                               "llm.engine_kwargs={enable_chunked_prefill: true, max_num_batched_tokens: 128}")
-    print(f"\ncrash loop reported after {seconds:.0f} s")
-    assert done.returncode == 2
-    assert last_line(done) == (
-        "error: 2 shard(s) not finished: an engine replica died 2 time(s) (llm.max_restarts=1): RuntimeError: "
-        "Worker failed with error 'CPU Generator does not use offset', please check the stack trace above for the "
-        "root cause")
+# Chunked prefill with a small token budget puts vLLM's CPU build on its failing path (a seeded
+# sampler cannot be rewound), so every engine replica dies on the first long prompt.
+CRASH_LOOP = ("llm.max_restarts=1", "llm.engine_kwargs={enable_chunked_prefill: true, max_num_batched_tokens: 128}")
 
 
 @pytest.mark.slow
-def test_a_run_with_no_progress_is_stopped_and_reported(tmp_path, tiny_model):
-    done, seconds = synthesize(tmp_path, tiny_model, "llm.device=cpu", "ray.no_progress_timeout_s=3")
-    print(f"\nno progress reported after {seconds:.0f} s")
+@pytest.mark.parametrize("overrides, reason", [
+    (CRASH_LOOP, "an engine replica died 2 time(s) (llm.max_restarts=1): RuntimeError: Worker failed with error "
+                 "'CPU Generator does not use offset', please check the stack trace above for the root cause"),
+    (("ray.no_progress_timeout_s=3",), "no progress for 3 s (ray.no_progress_timeout_s)"),
+], ids=["engine_keeps_dying", "no_progress"])
+def test_a_run_that_cannot_finish_stops_with_one_line(tmp_path, tiny_model, overrides, reason):
+    done, seconds = synthesize(tmp_path, tiny_model, "llm.device=cpu", *overrides)
+    print(f"\nreported after {seconds:.0f} s")
     assert done.returncode == 2
-    assert last_line(done) == "error: 2 shard(s) not finished: no progress for 3 s (ray.no_progress_timeout_s)"
+    assert last_line(done) == f"error: 2 shard(s) not finished: {reason}"
