@@ -129,6 +129,8 @@ def _child(node: Any, part: str, where: str) -> Any:
     parent = where.rpartition(".")[0]
     if isinstance(node, list) and parent == "pipeline":
         return _step_params(node, part, where)
+    if isinstance(node, list):
+        return _item(node, part, where)
     if not isinstance(node, dict):
         raise ValueError(f"--set {where}: {parent} is not a mapping")
     return node.setdefault(part, {})
@@ -150,6 +152,18 @@ def _step_params(steps: list, part: str, where: str) -> Any:
     if step[name] is None:
         step[name] = {}
     return step[name]
+
+
+def _item(items: list, part: str, where: str) -> Any:
+    """The list item numbered ``part``, or the mapping whose ``name`` is ``part`` (``classifiers.fineweb_edu``)."""
+    if re.fullmatch(r"\d+", part):
+        if int(part) >= len(items):
+            raise ValueError(f"--set {where}: there are {len(items)} items")
+        return items[int(part)]
+    item = next((i for i in items if isinstance(i, dict) and i.get("name") == part), None)
+    if item is None:
+        raise ValueError(f"--set {where}: no item named {part!r}")
+    return item
 
 
 def load_recipe(path: str, overrides: list[str] = ()) -> Recipe:

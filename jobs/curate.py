@@ -38,14 +38,15 @@ def check_columns(recipe: Recipe) -> dict[str, pa.DataType]:
     available = set(READ_COLUMNS)
     signals: dict[str, pa.DataType] = {}
     document = {f.name for f in DOCUMENT_FIELDS}
-    for name, _ in recipe.steps:
+    for name, params in recipe.steps:
         cls = operator_class(name)
         missing = [c for c in cls.needs if c not in available]
         if missing:
             raise ValueError(f"pipeline.{name} needs column(s) {missing}, which no earlier step provides")
-        available |= set(cls.adds)
+        adds = cls.columns(params)
+        available |= set(adds)
         available -= set(cls.drops)
-        signals.update({c: t for c, t in cls.adds.items() if c not in document})
+        signals.update({c: t for c, t in adds.items() if c not in document})
     return signals
 
 
@@ -87,7 +88,8 @@ def run(recipe: Recipe) -> dict:
                           recipe.input.shards, recipe.input.limit)
     names = shard_names(uris)
     storage.sweep_staging(join(layout.root, layout.run))  # what a killed run was writing
-    pending, changed = to_do(storage, layout, names)
+    recorded = {n.removesuffix(".json") for n in storage.listdir(layout.ledger_dir)}
+    pending, changed = to_do(storage, names, layout.ledger, recorded)
     todo = [{"uri": names[name], "shard": name} for name in pending]
     log.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(names),
              len(names) - len(todo), len(todo), len(changed))

@@ -14,6 +14,7 @@ import glob
 import os
 import re
 import time
+from collections.abc import Callable
 
 from pydantic import Field
 
@@ -38,29 +39,35 @@ class LLMRayConfig(RayCluster):
 
 def fit(cluster: LLMRayConfig, llm: LLMConfig) -> float:
     """Wait (up to ``resources_wait_s``) until the cluster can hold the pipeline; return each helper's CPUs."""
+    per_replica = engine_gpus(llm) // min_replicas(llm)
+    bundles = [{"CPU": 1, **({"GPU": per_replica} if per_replica else {})}] * min_replicas(llm)
+    return helper_cpus(llm, wait_for(cluster, lambda cpus, gpus: missing(llm, cpus, gpus), bundles))
+
+
+def wait_for(cluster: LLMRayConfig, problem: Callable[[float, float], str | None], bundles: list[dict]) -> float:
+    """Wait (up to ``resources_wait_s``, asking the autoscaler for ``bundles``) until ``problem(cpus, gpus)`` is
+    None; set the no-progress timeout; return the cluster's CPUs. Raise :class:`ClusterTooSmall` otherwise."""
     import ray
     from ray.autoscaler.sdk import request_resources
 
     deadline, requested = time.monotonic() + cluster.resources_wait_s, False
     while True:
         total = ray.cluster_resources()
-        cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-        problem = missing(llm, cpus, gpus)
-        if problem is None:
+        cpus = total.get("CPU", 0.0)
+        found = problem(cpus, total.get("GPU", 0.0))
+        if found is None:
             ray.data.DataContext.get_current().execution_no_progress_timeout_s = cluster.no_progress_timeout_s
-            return helper_cpus(llm, cpus)
+            return cpus
         if time.monotonic() >= deadline:
             waited = f" (after waiting {cluster.resources_wait_s:g} s, ray.resources_wait_s)" if requested else ""
-            raise ClusterTooSmall(problem + waited)
+            raise ClusterTooSmall(found + waited)
         if not requested:
-            per_replica = engine_gpus(llm) // min_replicas(llm)
-            request_resources(bundles=[{"CPU": 1, **({"GPU": per_replica} if per_replica else {})}]
-                              * min_replicas(llm))
+            request_resources(bundles=bundles)
             requested = True
         time.sleep(POLL_S)
 
 
-def failure(err: BaseException, cluster: LLMRayConfig, llm: LLMConfig, session_dir: str | None,
+def failure(err: BaseException, cluster: LLMRayConfig, llm: LLMConfig | None, session_dir: str | None,
             since: float) -> str:
     """One line saying why the run stopped, naming the setting that bounds it (and, for a dead
     engine, the engine's own error as its process logged it on this node after ``since``)."""
@@ -75,7 +82,7 @@ def failure(err: BaseException, cluster: LLMRayConfig, llm: LLMConfig, session_d
         seen = seen.__cause__ or seen.__context__
     if any(isinstance(e, ExecutionTimeoutError) for e in chain):
         return f"no progress for {cluster.no_progress_timeout_s:g} s (ray.no_progress_timeout_s)"
-    if any(isinstance(e, ActorDiedError | ActorUnavailableError) for e in chain):
+    if llm is not None and any(isinstance(e, ActorDiedError | ActorUnavailableError) for e in chain):
         cause = engine_error(session_dir, since) if session_dir else None
         return (f"an engine replica died {llm.max_restarts + 1} time(s) (llm.max_restarts={llm.max_restarts}): "
                 + (cause or f"{_first_line(err)} (the engine's error is in the Ray worker logs)"))
@@ -102,5 +109,10 @@ def engine_error(session_dir: str, since: float) -> str | None:
 
 
 def _first_line(err: BaseException) -> str:
+    """``Type: message`` of the error a worker raised (unwrapping Ray's task errors), on one line."""
+    seen = {id(err)}
+    while (inner := getattr(err, "cause", None) or err.__cause__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        err = inner
     text = " ".join(str(err).split("\n", 1)[0].split())
     return f"{type(err).__name__}: {text[:500]}"

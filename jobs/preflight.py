@@ -21,14 +21,18 @@ if TYPE_CHECKING:
 
 
 def check_curate(recipe: Recipe) -> None:
-    """Blocklists and language model exist, language codes are the model's, ``output.root`` is writable."""
+    """Blocklists and fastText models exist, language codes and the quality label are the models',
+    ``output.root`` is writable."""
     storage = Storage(**recipe.storage.model_dump())
     for name, params in recipe.steps:
         if name == "url":
-            for uri in params["blocklists"]:
-                _exists(storage, uri, "pipeline.url.blocklists")
+            for key in ("blocklists", "url_blocklists", "banned_words", "soft_banned_words", "banned_subwords"):
+                for uri in params[key]:
+                    _exists(storage, uri, f"pipeline.url.{key}")
         elif name == "language":
             _languages(storage, params)
+        elif name == "dclm_fasttext":
+            _quality_classifier(storage, params)
     _writable(storage, recipe.output.root, "output.root")
 
 
@@ -84,6 +88,15 @@ def _languages(storage: Storage, params: dict) -> None:
     if unknown:
         raise ValueError(f"pipeline.language.languages: {', '.join(map(repr, unknown))} not among the model's "
                          f"{len(labels)} language codes, which are like {', '.join(labels[:5])}")
+
+
+def _quality_classifier(storage: Storage, params: dict) -> None:
+    """Load the quality model (path, s3:// or hub id; cached for the process) and check its labels."""
+    from operators.filters.fasttext_quality import FastTextQualityFilter
+
+    if is_s3(params["model"]):
+        _exists(storage, params["model"], "pipeline.dclm_fasttext.model")
+    FastTextQualityFilter(storage=storage, **params)
 
 
 def _writable(storage: Storage, root: str, key: str) -> None:

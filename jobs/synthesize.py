@@ -16,14 +16,15 @@ import json
 import logging
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from jobs.cli import job_main, start_ray
+from jobs.cli import job_main
 from jobs.config import Compression, StorageConfig
-from jobs.llm_cluster import LLMRayConfig, failure, fit
+from jobs.generation import stream
+from jobs.llm_cluster import LLMRayConfig, failure
 from jobs.preflight import check_synthesize
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, join
@@ -92,6 +93,10 @@ def _requests(recipe: dict, tokenizer: str):
     return make
 
 
+def _log(entry: dict) -> None:
+    log.info("shard %s: %s", entry["shard"], entry["outputs"])
+
+
 def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list[dict]) -> dict:
     """Assemble, validate and write one shard, then its ledger entry; return the entry."""
     from operators.llm.assemble import SYNTH_SCHEMA, assemble_shard
@@ -134,7 +139,9 @@ def run(recipe: SynthRecipe) -> dict:
     if todo:
         session: list[str] = []
         try:
-            _generate(recipe, storage, paths, todo, session)
+            stream(recipe.llm, recipe.ray, {k: paths[k] for k in todo},
+                   _requests(recipe.model_dump(), recipe.tokenizer or recipe.llm.model),
+                   lambda key, results: _log(finish_shard(recipe, storage, paths[key], results)), session)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, recipe.llm, session[0] if session else None, started)
             failed = [{"shard": k, "error": reason} for k in todo
@@ -154,32 +161,6 @@ def run(recipe: SynthRecipe) -> dict:
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) not finished: {failed[0]['error']}")
     return stats
-
-
-def _generate(recipe: SynthRecipe, storage: Storage, paths: dict[str, str], todo: list[str],
-              session: list[str]) -> None:
-    """Stream every request of the ``todo`` shards through the engine; write each shard when it is complete.
-
-    ``session`` receives the Ray session folder (for the engine's logs, should it die)."""
-    import ray
-
-    from operators.llm.engine import build_engine
-
-    session.append(start_ray(recipe.ray))
-    helper = fit(recipe.ray, recipe.llm)
-    tokenizer = recipe.tokenizer or recipe.llm.model
-    requests = ray.data.from_items([{"path": paths[k], "shard_key": k} for k in todo], override_num_blocks=len(todo))
-    requests = requests.flat_map(_requests(recipe.model_dump(), tokenizer), num_cpus=helper)
-    pending: dict[str, list[dict]] = defaultdict(list)
-    for batch in build_engine(recipe.llm, helper)(requests).iter_batches(batch_format="pyarrow", batch_size=256):
-        for row in batch.to_pylist():
-            pending[row["shard_key"]].append(row)
-            if len(pending[row["shard_key"]]) == row["expected"]:
-                entry = finish_shard(recipe, storage, paths[row["shard_key"]], pending.pop(row["shard_key"]))
-                log.info("shard %s: %s", entry["shard"], entry["outputs"])
-    for key in todo:  # shards that gave no request (no documents) still get their outputs
-        if not storage.exists(join(recipe.output, "_ledger", f"{key}.json")):
-            finish_shard(recipe, storage, paths[key], [])
 
 
 def main(argv: list[str] | None = None) -> int:

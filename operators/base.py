@@ -36,6 +36,11 @@ class Operator:
         """Validate the recipe's parameters for this operator into ``self.p``."""
         self.p = self.Params(**params)
 
+    @classmethod
+    def columns(cls, params: dict) -> dict[str, pa.DataType]:
+        """The columns a step with ``params`` adds (``adds``, unless a parameter names them)."""
+        return cls.adds
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
 

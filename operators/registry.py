@@ -16,6 +16,7 @@ MODULES = {
     "gopher_quality": "operators.filters.gopher_quality",
     "c4": "operators.filters.c4",
     "fineweb_quality": "operators.filters.fineweb_quality",
+    "dclm_fasttext": "operators.filters.fasttext_quality",
     "pii": "operators.filters.pii",
 }
 

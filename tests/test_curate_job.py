@@ -55,7 +55,7 @@ def test_job_reads_and_writes_s3(tmp_path, s3_server, s3_client, ray_local, samp
     reasons = dict(zip(rejected.column("url").to_pylist(), rejected.column("filter_reason").to_pylist(), strict=True))
     assert reasons["https://stadt.example.de/geschichte"] == "language.not_allowed"
     assert reasons["https://town.example.org/logo.png"] == "extract.non_html"
-    assert reasons["https://www.blocked.example/page"] == "url.blocklist"
+    assert reasons["https://www.example.net/page"] == "url.blocklist"
     assert reasons["https://town.example.org/menu"].split(".")[0] in ("language", "gopher_repetition",
                                                                       "gopher_quality")
     assert reasons["https://wet.example.org/short"].startswith(("language.", "gopher_"))
@@ -88,7 +88,7 @@ def test_annotate_mode_keeps_every_document_with_its_reason(tmp_path, ray_local,
     reasons = dict(zip(kept.column("url").to_pylist(), kept.column("filter_reason").to_pylist(), strict=True))
     assert reasons["https://town.example.org/history"] is None
     assert reasons["https://stadt.example.de/geschichte"] == "language.not_allowed"
-    assert reasons["https://www.blocked.example/page"] == "url.blocklist"
+    assert reasons["https://www.example.net/page"] == "url.blocklist"
     # A German page still gets every signal, so it can be re-thresholded later.
     german = next(r for r in kept.to_pylist() if r["url"] == "https://stadt.example.de/geschichte")
     assert german["gopher_word_count"] is not None and german["language"] == "de"

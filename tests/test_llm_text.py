@@ -23,7 +23,8 @@ def words(texts: list[str]) -> list[int]:
 
 def render(name: str) -> str:
     p = load_prompt(name)
-    text = f"# {p.ref} family={p.family} max_input_tokens={p.max_input_tokens} length_ratio={list(p.length_ratio)}\n"
+    ratio = list(p.length_ratio) if p.length_ratio else None
+    text = f"# {p.ref} family={p.family} max_input_tokens={p.max_input_tokens} length_ratio={ratio}\n"
     return text + "".join(f"--- {m['role']}\n{m['content']}\n" for m in p.messages(SAMPLE))
 
 
@@ -32,9 +33,10 @@ def test_prompts_render_exactly_as_their_golden_files(name):
     assert render(name) == (GOLDEN / f"{name}.txt").read_text()
 
 
-def test_the_nine_prompt_families_and_nemotron_budgets():
-    assert shipped_prompts() == ["nemotron_distill", "nemotron_extract", "nemotron_list", "nemotron_qa",
-                                 "nemotron_wikipedia", "wrap_easy", "wrap_hard", "wrap_medium", "wrap_qa"]
+def test_the_shipped_prompts_and_nemotron_budgets():
+    assert shipped_prompts() == ["dataman_rating", "fineweb_edu_rating", "nemotron_distill", "nemotron_extract",
+                                 "nemotron_list", "nemotron_qa", "nemotron_wikipedia", "wrap_easy", "wrap_hard",
+                                 "wrap_medium", "wrap_qa"]
     budgets = {n: load_prompt(n).max_input_tokens for n in shipped_prompts() if n.startswith("nemotron")}
     assert budgets == {"nemotron_qa": 1000, "nemotron_distill": 2000, "nemotron_extract": 1400,
                        "nemotron_list": 1000, "nemotron_wikipedia": 512}

@@ -4,12 +4,15 @@ A signal cannot interrupt native code, and resiliparse's main-content pass is qu
 page's nesting depth (100k nested ``<div>`` take minutes), so the limit is enforced from
 outside: the child extracts pages one at a time and reports each; when it is silent past the
 limit it is killed, that page is counted ``timeout``, and a fresh child takes the rest of the
-batch. A child that dies on a page (a native crash) costs that page (``error``), nothing more.
+batch; a page that finished but took longer than the limit counts as ``timeout`` too, so the
+rule does not depend on timing. A child that dies on a page (a native crash) costs that page
+(``error``), nothing more.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 START_S = 120.0  # a new child has this long to import its engine and say it is ready
 
@@ -24,7 +27,9 @@ def _serve(conn, engine: str, main_content: bool) -> None:
         except EOFError:
             return
         for i, html, ctype in jobs:
-            conn.send((i, *extract_page(html, ctype, engine, main_content)))
+            started = time.perf_counter()
+            text, rule = extract_page(html, ctype, engine, main_content)
+            conn.send((i, text, rule, time.perf_counter() - started))
 
 
 class Sandbox:
@@ -66,11 +71,11 @@ class Sandbox:
                     if not self.conn.poll(self.timeout_s):  # the child is stuck on pages[pending[0]]
                         results[pending.pop(0)] = (None, "timeout")
                         break
-                    i, text, rule = self.conn.recv()
+                    i, text, rule, seconds = self.conn.recv()
                 except (EOFError, OSError):  # the child died on pages[pending[0]]
                     results[pending.pop(0)] = (None, "error")
                     break
-                results[i] = (text, rule)
+                results[i] = (None, "timeout") if seconds > self.timeout_s else (text, rule)
                 pending.remove(i)
             else:
                 continue

@@ -1,7 +1,8 @@
 """Versioned prompt files (``operators/llm/prompts/<name>.yaml``): load, validate, render.
 
 A prompt is data: a system message, a user template with one ``{text}`` slot, the input-token
-budget of a chunk, and the output/input length ratio a valid answer must fall in.
+budget of a chunk, and the output/input length ratio a valid answer must fall in (required, except
+for family ``rating``, whose answers are parsed by ``operators.llm.rating`` instead of measured).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROMPT_DIR = Path(__file__).with_name("prompts")
 
@@ -21,7 +22,7 @@ class Prompt(BaseModel):
     version: int = Field(ge=1)
     family: str
     max_input_tokens: int = Field(gt=0)
-    length_ratio: tuple[float, float]
+    length_ratio: tuple[float, float] | None = None
     system: str
     user: str
 
@@ -31,6 +32,12 @@ class Prompt(BaseModel):
         if user.count("{text}") != 1:
             raise ValueError("the user template needs exactly one {text} slot")
         return user
+
+    @model_validator(mode="after")
+    def _ratio_unless_rating(self) -> Prompt:
+        if self.length_ratio is None and self.family != "rating":
+            raise ValueError("length_ratio is required, except for family 'rating'")
+        return self
 
     @property
     def ref(self) -> str:

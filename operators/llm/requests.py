@@ -48,3 +48,14 @@ def shard_requests(table: pa.Table, shard_key: str, prompts: list[str], routing:
     for row in rows:
         row["expected"] = len(rows)
     return rows
+
+
+def rating_requests(table: pa.Table, shard_key: str, prompt: str, count, seed: int) -> list[dict]:
+    """One request per document: the start of its text up to the prompt's budget (FineWeb-Edu and
+    DataMan rated the start of a page); ``parent_id`` is the row's position, as ids may repeat."""
+    budget = load_prompt(prompt).max_input_tokens
+    texts = table.column("text").to_pylist()
+    rows = [{"request_key": f"{shard_key}\t{i}", "shard_key": shard_key, "parent_id": str(i), "prompt_name": prompt,
+             "chunk_index": 0, "chunks": 1, "chunk": (chunk_text(text or "", budget, count) or [""])[0],
+             "request_seed": seed, "expected": len(texts)} for i, text in enumerate(texts)]
+    return rows
