@@ -19,7 +19,7 @@ class TransformerClassifier(Strict):
 
     kind: Literal["transformer"]
     name: str = Field(pattern=NAME, description="columns <name>_score and <name>_int_score")
-    model: str = Field(description="local folder, s3:// folder, or hub id")
+    model: str = Field(description="local folder, or hub id (fetched by transformers)")
     device: Literal["gpu", "cpu"] = "gpu"
     replicas: int = Field(1, ge=1)
     num_gpus: float = Field(1.0, gt=0, description="GPUs per replica (fractions share a GPU)")

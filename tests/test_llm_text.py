@@ -107,3 +107,11 @@ def test_routing_by_a_quality_column_and_request_counts():
     assert {r["expected"] for r in rows} == {4} and {r["request_seed"] for r in rows} == {7}
     with pytest.raises(ValueError, match="routing.column"):
         route(table, [], routing | {"column": "quality_score"})
+
+
+def test_nemotron_bucket_routing_leaves_the_middle_buckets_alone():
+    table = pa.table({"quality_bucket": pa.array([19, 18, 17, 12, 11, 0, None], pa.int8())})
+    routing = {"column": "quality_bucket", "threshold": 18, "low_max": 11, "high": ["nemotron_qa"],
+               "low": ["nemotron_wikipedia"]}
+    assert route(table, [], routing) == [["nemotron_qa"], ["nemotron_qa"], [], [], ["nemotron_wikipedia"],
+                                         ["nemotron_wikipedia"], []]

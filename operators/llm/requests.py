@@ -24,12 +24,15 @@ def token_counter(tokenizer_path: str):
 
 
 def route(table: pa.Table, prompts: list[str], routing: dict | None) -> list[list[str]]:
-    """Prompt names per document: all ``prompts``, or ``high``/``low`` by a quality column."""
+    """Prompt names per document: all ``prompts``, or by a quality column: ``high`` at or above
+    ``threshold``, ``low`` at or below ``low_max`` (everything else, when it is not set), none between."""
     if not routing:
         return [prompts] * table.num_rows
     if routing["column"] not in table.column_names:
         raise ValueError(f"routing.column: {routing['column']!r} is not a column of the input")
-    return [routing["high"] if v is not None and v >= routing["threshold"] else routing["low"]
+    low_max = routing.get("low_max")
+    return [routing["high"] if v is not None and v >= routing["threshold"]
+            else routing["low"] if low_max is None or (v is not None and v <= low_max) else []
             for v in table.column(routing["column"]).to_pylist()]
 
 
