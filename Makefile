@@ -17,7 +17,7 @@ SETS := $(if $(INPUT),--set 'input.paths=$(INPUT)') \
 DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
 DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
 
-.PHONY: install test run dedup bench bench-dedup bench-llm lint clean
+.PHONY: install test run dedup classify bench bench-dedup bench-llm bench-classify lint clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,15 @@ run: install
 dedup: install
 	$(PY) -m jobs.dedup --config $(DEDUP_RECIPE) $(DEDUP_SETS)
 
+QUALITY_RECIPE ?= jobs/recipes/quality.yaml
+classify: install
+	$(PY) -m jobs.classify --config $(QUALITY_RECIPE) $(DEDUP_SETS)
+
 bench: install
 	$(PY) -m benchmarks.curate_throughput
+
+bench-classify: install
+	$(PY) -m benchmarks.classify_throughput $(if $(DOCS),--docs $(DOCS)) $(if $(DEVICE),--device $(DEVICE))
 
 bench-dedup: install
 	$(PY) -m benchmarks.dedup_scaling $(if $(SIZES),--sizes $(SIZES))

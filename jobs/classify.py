@@ -42,9 +42,10 @@ def _cpu_replicas(recipe: QualityRecipe) -> int:
 
 
 def _replica_cpus(recipe: QualityRecipe, cpus: float) -> float:
-    """CPUs each CPU classifier replica asks for: an equal share of three quarters of the cluster, at most 1."""
+    """CPUs each CPU classifier replica asks for (and uses as torch threads): an equal share of three
+    quarters of the cluster; the rest is for the helper stages."""
     replicas = _cpu_replicas(recipe)
-    return math.floor(min(1.0, 0.75 * cpus / replicas) * 100) / 100 if replicas else 0.0
+    return math.floor(0.75 * cpus / replicas * 100) / 100 if replicas else 0.0
 
 
 def _problem(recipe: QualityRecipe, cpus: float, gpus: float) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,20 @@ def train_classifier(folder: Path, attempts: int = 10) -> str:
 def tiny_fasttext(tmp_path_factory) -> str:
     """A binary fastText quality classifier trained here (``__label__hq`` facts vs ``__label__cc`` web spam)."""
     return train_classifier(tmp_path_factory.mktemp("tiny-fasttext"))
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_root(request, tmp_path):
+    """(storage, folder) on local disk, then in a fresh bucket of the local S3 server (emptied after)."""
+    from operators.io.storage import Storage
+
+    if request.param == "local":
+        yield Storage(), str(tmp_path / "root")
+        return
+    s3_client = request.getfixturevalue("s3_client")
+    bucket = f"root-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    yield Storage(endpoint_url=request.getfixturevalue("s3_server")), f"s3://{bucket}/root"
+    for obj in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        s3_client.delete_object(Bucket=bucket, Key=obj["Key"])
+    s3_client.delete_bucket(Bucket=bucket)

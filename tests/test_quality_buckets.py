@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -135,18 +134,9 @@ def calibration(crawl: str, **changes) -> Calibration:
     }, **changes})
 
 
-@pytest.fixture(params=["local", "s3"])
-def folder(request, tmp_path):
-    if request.param == "local":
-        yield Storage(), str(tmp_path / "calibration")
-        return
-    s3_client = request.getfixturevalue("s3_client")
-    name = f"calibration-{uuid.uuid4().hex[:8]}"
-    s3_client.create_bucket(Bucket=name)
-    yield Storage(endpoint_url=request.getfixturevalue("s3_server")), f"s3://{name}/quality/calibration"
-    for obj in s3_client.list_objects_v2(Bucket=name).get("Contents", []):
-        s3_client.delete_object(Bucket=name, Key=obj["Key"])
-    s3_client.delete_bucket(Bucket=name)
+@pytest.fixture
+def folder(storage_root):
+    return storage_root
 
 
 def test_save_bumps_versions_and_load_reuses_the_newest(folder):

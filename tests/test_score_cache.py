@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,19 +15,9 @@ from operators.quality.cache import SCHEMA, cache_id, lookup, store
 EDU = cache_id("edu", "nvidia/edu-v1")
 
 
-@pytest.fixture(params=["local", "s3"])
-def cache(request, tmp_path):
-    """(storage, cache root) on local disk, then in a fresh bucket of the local S3 server."""
-    if request.param == "local":
-        yield Storage(), str(tmp_path / "scores")
-        return
-    s3_client = request.getfixturevalue("s3_client")
-    bucket = f"scores-{uuid.uuid4().hex[:8]}"
-    s3_client.create_bucket(Bucket=bucket)
-    yield Storage(endpoint_url=request.getfixturevalue("s3_server")), f"s3://{bucket}/cache"
-    for obj in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []):
-        s3_client.delete_object(Bucket=bucket, Key=obj["Key"])
-    s3_client.delete_bucket(Bucket=bucket)
+@pytest.fixture
+def cache(storage_root):
+    return storage_root
 
 
 def read_part(storage: Storage, uri: str) -> pa.Table:
