@@ -1,42 +1,110 @@
-"""Stream a job's generation requests through the one engine and hand each shard's results back whole.
+"""Stream a job's generation requests through the one engine; each shard is finished on a worker.
 
-Used by every job that prompts an LLM (synthesize: rephrasing and rewriting; classify: rating):
-requests are made on Ray workers from each shard (``make_requests``, a ``flat_map`` function
-whose rows carry ``shard_key`` and ``expected``, the shard's request count), run through
-``operators/llm/engine.py``, and ``finish(shard_key, results)`` is called as soon as a shard's
-results are all back (with ``[]`` for shards that made no request).
+Used by every job that prompts an LLM (synthesize: rephrasing and rewriting; classify: rating).
+Requests are made on Ray workers from each shard (``make_requests``, a ``flat_map`` function whose
+rows carry ``shard_key`` and ``expected``, the shard's request count) and run through
+``operators/llm/engine.py``. Workers write the results, as they come, to part files under
+``<parts>/<shard_key>/`` and report only their counts; when a shard's results are all back the
+driver starts a Ray task that reads its parts and calls ``finish(shard_key, results)`` (assemble,
+validate, write, ledger) and deletes them. So the driver handles counts and ledger entries,
+never text. Parts of shards a killed run left unfinished are removed before they are redone.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+import uuid
+from collections import Counter
 from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from jobs.cli import start_ray
 from jobs.llm_cluster import LLMRayConfig, fit
+from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
 
+log = logging.getLogger("cc_refinery.generation")
 
-def stream(llm: LLMConfig, cluster: LLMRayConfig, shards: dict[str, str], make_requests,
-           finish: Callable[[str, list[dict]], None], session: list[str]) -> None:
-    """Run every request of ``shards`` (key -> input path); ``session`` receives the Ray session folder."""
+
+def _write_parts(storage: Storage, parts: str):
+    """A ``map_batches`` function: result rows -> one part file per shard in the batch; returns counts only."""
+
+    def run(batch: pa.Table) -> pa.Table:
+        keys, counts, expected = [], [], []
+        for key in pc.unique(batch.column("shard_key")).to_pylist():
+            rows = batch.filter(pc.equal(batch.column("shard_key"), key))
+            storage.write_atomic(join(parts, key, f"{uuid.uuid4().hex}.parquet"),
+                                 lambda out, t=rows: pq.write_table(t, out))
+            keys.append(key)
+            counts.append(rows.num_rows)
+            expected.append(rows.column("expected")[0].as_py())
+        return pa.table({"shard_key": keys, "rows": pa.array(counts, pa.int64()),
+                         "expected": pa.array(expected, pa.int64())})
+
+    return run
+
+
+def _finish(storage: Storage, parts: str, key: str, finish: Callable[[str, list[dict]], dict]) -> dict:
+    """Read one shard's parts, check they are all there, call ``finish``, delete the parts."""
+    folder = join(parts, key)
+    tables = []
+    for path in storage.walk(folder, ".parquet"):
+        fs, inner = storage.filesystem(path)
+        tables.append(pq.read_table(inner, filesystem=fs))
+    results = pa.concat_tables(tables).to_pylist() if tables else []
+    if results and len(results) != results[0]["expected"]:
+        raise RuntimeError(f"shard {key}: {len(results)} of {results[0]['expected']} results came back")
+    entry = finish(key, results)
+    storage.delete_tree(folder)
+    return entry
+
+
+def stream(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, shards: dict[str, str],
+           make_requests, finish: Callable[[str, list[dict]], dict], session: list[str]) -> None:
+    """Run every request of ``shards`` (key -> input path) and finish each shard on a worker.
+
+    ``finish(key, results)`` returns the shard's ledger entry; ``session`` receives the Ray session folder.
+    """
     import ray
 
     from operators.llm.engine import build_engine
 
+    for key in shards:
+        storage.delete_tree(join(parts, key))
     session.append(start_ray(cluster))
     helper = fit(cluster, llm)
     requests = ray.data.from_items([{"path": path, "shard_key": key} for key, path in shards.items()],
                                    override_num_blocks=len(shards))
-    requests = requests.flat_map(make_requests, num_cpus=helper)
-    pending: dict[str, list[dict]] = defaultdict(list)
-    finished: set[str] = set()
-    for batch in build_engine(llm, helper)(requests).iter_batches(batch_format="pyarrow", batch_size=256):
-        for row in batch.to_pylist():
-            pending[row["shard_key"]].append(row)
-            if len(pending[row["shard_key"]]) == row["expected"]:
-                finish(row["shard_key"], pending.pop(row["shard_key"]))
-                finished.add(row["shard_key"])
+    results = build_engine(llm, helper)(requests.flat_map(make_requests, num_cpus=helper))
+    counts = results.map_batches(_write_parts(storage, parts), batch_format="pyarrow", num_cpus=helper)
+    finisher, finish_ref = ray.remote(num_cpus=helper)(_finish), ray.put(finish)
+    got: Counter = Counter()
+    running = {}
+    for batch in counts.iter_batches(batch_format="pyarrow"):
+        for key, rows, expected in zip(*(batch.column(c).to_pylist() for c in ("shard_key", "rows", "expected")),
+                                       strict=True):
+            got[key] += rows
+            if got[key] == expected:
+                running[finisher.remote(storage, parts, key, finish_ref)] = key
+        _collect(running, block=False)
     for key in shards:
-        if key not in finished:
-            finish(key, [])
+        if key not in got:  # no request (no document), or its results never came: _finish tells which
+            running[finisher.remote(storage, parts, key, finish_ref)] = key
+    _collect(running, block=True)
+
+
+def _collect(running: dict, block: bool) -> None:
+    """Log (and raise the errors of) the finishing tasks that are done; all of them with ``block``."""
+    import ray
+
+    while running:
+        done, _ = ray.wait(list(running), num_returns=len(running) if block else 1, timeout=None if block else 0)
+        if not done:
+            return
+        for ref in done:
+            running.pop(ref)
+            entry = ray.get(ref)
+            log.info("shard %s: %s", entry["shard"], entry.get("outputs", entry.get("rows")))

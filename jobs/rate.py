@@ -66,7 +66,6 @@ def finish(recipe: QualityRecipe, storage: Storage, key: str, path: str, results
     entry = {"shard": key, "crawl": shard_of(path)[0], "input": storage.stat(path), "outputs": {"data": target},
              "summary": summary}
     storage.write_text(join(recipe.output, "_ledger", f"{key}.json"), json.dumps(entry, indent=1))
-    log.info("shard %s: %d rated, %s", key, summary["rated"], dict(reasons))
     return entry
 
 
@@ -81,7 +80,7 @@ def run(recipe: QualityRecipe) -> dict:
     if todo:
         rating = recipe.rating
         try:
-            stream(rating.llm, recipe.ray, {k: paths[k] for k in todo},
+            stream(rating.llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
                    _requests(recipe.model_dump(), rating.tokenizer or rating.llm.model),
                    lambda key, results: finish(recipe, storage, key, paths[key], results), session)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised

@@ -95,10 +95,6 @@ def _requests(recipe: dict, tokenizer: str):
     return make
 
 
-def _log(entry: dict) -> None:
-    log.info("shard %s: %s", entry["shard"], entry["outputs"])
-
-
 def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list[dict]) -> dict:
     """Assemble, validate and write one shard, then its ledger entry; return the entry."""
     from operators.llm.assemble import SYNTH_SCHEMA, assemble_shard
@@ -141,9 +137,9 @@ def run(recipe: SynthRecipe) -> dict:
     if todo:
         session: list[str] = []
         try:
-            stream(recipe.llm, recipe.ray, {k: paths[k] for k in todo},
+            stream(recipe.llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
                    _requests(recipe.model_dump(), recipe.tokenizer or recipe.llm.model),
-                   lambda key, results: _log(finish_shard(recipe, storage, paths[key], results)), session)
+                   lambda key, results: finish_shard(recipe, storage, paths[key], results), session)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, recipe.llm, session[0] if session else None, started)
             failed = [{"shard": k, "error": reason} for k in todo

@@ -259,6 +259,14 @@ class Storage:
         else:
             os.remove(uri)
 
+    def delete_tree(self, uri: str) -> None:
+        """Remove a folder and everything under it (nothing if it does not exist)."""
+        if is_s3(uri):
+            for path in self.walk(uri, ""):
+                self.delete(path)
+        elif os.path.isdir(uri):
+            shutil.rmtree(uri)
+
     def walk(self, uri: str, suffix: str) -> list[str]:
         """Every file under ``uri`` (recursively) ending in ``suffix``, skipping ``_``-prefixed names."""
         fs, path = self.filesystem(uri)

@@ -2,7 +2,8 @@
 
 A prompt is data: a system message, a user template with one ``{text}`` slot, the input-token
 budget of a chunk, and the output/input length ratio a valid answer must fall in (required, except
-for family ``rating``, whose answers are parsed by ``operators.llm.rating`` instead of measured).
+for the families in ``UNMEASURED``: ``rating``, whose answers are parsed by ``operators.llm.rating``
+instead of measured, and ``tpt``, whose thinking's length has nothing to do with its input's).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROMPT_DIR = Path(__file__).with_name("prompts")
+UNMEASURED = ("rating", "tpt")
 
 
 class Prompt(BaseModel):
@@ -34,9 +36,9 @@ class Prompt(BaseModel):
         return user
 
     @model_validator(mode="after")
-    def _ratio_unless_rating(self) -> Prompt:
-        if self.length_ratio is None and self.family != "rating":
-            raise ValueError("length_ratio is required, except for family 'rating'")
+    def _ratio_unless_unmeasured(self) -> Prompt:
+        if self.length_ratio is None and self.family not in UNMEASURED:
+            raise ValueError("length_ratio is required, except for family " + " or ".join(map(repr, UNMEASURED)))
         return self
 
     @property
