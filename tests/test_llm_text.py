@@ -35,8 +35,9 @@ def test_prompts_render_exactly_as_their_golden_files(name):
 
 def test_the_shipped_prompts_and_nemotron_budgets():
     assert shipped_prompts() == ["dataman_rating", "fineweb_edu_rating", "nemotron_distill", "nemotron_extract",
-                                 "nemotron_list", "nemotron_qa", "nemotron_wikipedia", "rewire", "tpt", "wrap_easy",
-                                 "wrap_hard", "wrap_medium", "wrap_qa"]
+                                 "nemotron_list", "nemotron_qa", "nemotron_wikipedia", "prox_chunk", "prox_chunk_gair",
+                                 "prox_doc", "prox_doc_gair", "rewire", "tpt", "wrap_easy", "wrap_hard",
+                                 "wrap_medium", "wrap_qa"]
     budgets = {n: load_prompt(n).max_input_tokens for n in shipped_prompts() if n.startswith("nemotron")}
     assert budgets == {"nemotron_qa": 1000, "nemotron_distill": 2000, "nemotron_extract": 1400,
                        "nemotron_list": 1000, "nemotron_wikipedia": 512}

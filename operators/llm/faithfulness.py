@@ -6,12 +6,13 @@ A regex heuristic, no NLP model. From the source are taken two sets:
   (``mp3``, ``v1.2`` are not numbers; in ``1.2.3`` only ``1.2`` is); normalised so that a thousands
   separator, a sign, leading zeros and trailing decimal zeros do not matter: ``1,000`` == ``1000``,
   ``3.50`` == ``3.5``, ``3.0`` == ``3``, ``07`` == ``7``. Numbers written as words are not counted.
-* names: runs of capitalised words (each of two letters or more, ``I'm`` and the like not counted), broken by anything but spaces
-  (``Paris, France`` is two names) and ended by a possessive (``Rome's Colosseum`` is ``Rome`` and
-  ``Colosseum``). A run's first word is dropped when it opens a sentence (at the start of the text,
-  after ``.``, ``!``, ``?``, ``…`` or a line break), as a capital there says nothing: ``The Eiffel
-  Tower`` opening a sentence gives ``Eiffel Tower``, a lone ``Paris`` opening one gives nothing, and
-  so does ``Smith`` after ``Dr.`` (an abbreviation's dot reads as a sentence end).
+* names: runs of capitalised words (each of two letters or more; ``I'm`` and the like are not
+  names), broken by anything but spaces (``Paris, France`` is two names) and ended by a possessive
+  (``Rome's Colosseum`` is ``Rome`` and ``Colosseum``). A run's first word is dropped when it opens
+  a sentence (at the start of the text, after ``.``, ``!``, ``?``, ``…`` or a line break), as a
+  capital there says nothing: ``The Eiffel Tower`` opening a sentence gives ``Eiffel Tower``, a lone
+  ``Paris`` opening one gives nothing, and so does ``Smith`` after ``Dr.`` (an abbreviation's dot
+  reads as a sentence end).
 
 A number is kept when the output has the same normalised number; a name when the output has its
 words in a row, with the same capitals. The score is kept / found, over both sets, and 1.0 for a

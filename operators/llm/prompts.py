@@ -3,7 +3,8 @@
 A prompt is data: a system message, a user template with one ``{text}`` slot, the input-token
 budget of a chunk, and the output/input length ratio a valid answer must fall in (required, except
 for the families in ``UNMEASURED``: ``rating``, whose answers are parsed by ``operators.llm.rating``
-instead of measured, and ``tpt``, whose thinking's length has nothing to do with its input's).
+instead of measured, ``tpt``, whose thinking's length has nothing to do with its input's, and ``prox``,
+whose answers are programs read by ``operators.llm.prox``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROMPT_DIR = Path(__file__).with_name("prompts")
-UNMEASURED = ("rating", "tpt")
+UNMEASURED = ("rating", "tpt", "prox")
 
 
 class Prompt(BaseModel):

@@ -1,0 +1,50 @@
+"""A small OpenAI-compatible server on 127.0.0.1 that answers from a script, for exact end-to-end tests.
+
+``answer(messages) -> str`` decides each reply; the server reports token usage as whitespace words
+and ``finish_reason: stop``. Real HTTP, so the job's ``openai`` engine path runs as it does against
+a real endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class ScriptedLLM:
+    def __init__(self, answer: Callable[[list[dict]], str]):
+        self.answer = answer
+        self.requests: list[dict] = []
+        handler = self._handler()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self):
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                scripted.requests.append(payload)
+                text = scripted.answer(payload["messages"])
+                prompt = sum(len(m["content"].split()) for m in payload["messages"])
+                body = json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
+                                                "finish_reason": "stop"}],
+                                   "usage": {"prompt_tokens": prompt, "completion_tokens": len(text.split())}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
