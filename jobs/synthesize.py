@@ -46,6 +46,23 @@ class RoutingConfig(Strict):
 class ValidationConfig(Strict):
     copy_jaccard: float = Field(0.9, ge=0, le=1, description="outputs this close to their input are copies")
     check_language: bool = True
+    min_faithfulness: float = Field(0.5, ge=0, le=1, description="share of the source's names and numbers an "
+                                                                  "output must keep (synth.unfaithful)")
+    faithfulness_families: list[str] = Field(["wrap", "rewire"], description="prompt families the rule applies to")
+
+
+class SelectConfig(Strict):
+    """Only documents whose ``column`` lies in [min, max] are sent (REWIRE rewrites a quality band)."""
+
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+
+class TptConfig(Strict):
+    separator: str = Field("\n\n", description="between the document and its thinking")
+    wrap: tuple[str, str] | None = Field(("<think>", "</think>"), description="around the thinking; null: none")
+    segmented: bool = Field(False, description="think about every segment of a long document, not just its start")
 
 
 class SynthRecipe(Strict):
@@ -59,6 +76,8 @@ class SynthRecipe(Strict):
     mix: bool = Field(True, description="keep the real documents next to their synthetic versions")
     llm: LLMConfig
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    select: SelectConfig | None = None
+    tpt: TptConfig = Field(default_factory=TptConfig)
     tokenizer: str | None = Field(None, description="tokenizer for chunking; default: the model's")
     compression: Compression = "zstd"
     ray: LLMRayConfig = Field(default_factory=LLMRayConfig)
@@ -69,8 +88,11 @@ class SynthRecipe(Strict):
         if not names:
             raise ValueError("prompts: give prompts, or routing with high and low prompts")
         for name in names:
-            if load_prompt(name).family == "rating":
+            family = load_prompt(name).family
+            if family == "rating":
                 raise ValueError(f"prompts: {name} is a rating prompt; rate with jobs.classify (a rating block)")
+            if family == "prox":
+                raise ValueError(f"prompts: {name} is a ProX prompt; ProX refinement is not wired to a job yet")
         return self
 
 
@@ -90,7 +112,7 @@ def _requests(recipe: dict, tokenizer: str):
         table = pq.read_table(inner, filesystem=fs)
         routing = r.routing.model_dump() if r.routing else None
         return shard_requests(table, item["shard_key"], r.prompts, routing, token_counter(tokenizer),
-                              r.llm.sampling.seed)
+                              r.llm.sampling.seed, r.select.model_dump() if r.select else None, r.tpt.segmented)
 
     return make
 
@@ -102,7 +124,7 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
     fs, inner = storage.filesystem(path)
     kept, rejected, counts = assemble_shard(
         pq.read_table(inner, filesystem=fs), results, recipe.task, recipe.llm.model, recipe.mix,
-        recipe.validation.copy_jaccard, recipe.validation.check_language)
+        recipe.validation.model_dump(), recipe.tpt.model_dump())
     key = _shard_key(path)
     for table, folder in ((kept, recipe.output), (rejected, join(recipe.output, "_rejected"))):
         if folder == recipe.output or table.num_rows:

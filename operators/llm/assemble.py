@@ -1,20 +1,32 @@
-"""Put a shard's generated chunks back together, validate them, and build the output rows."""
+"""Put a shard's generated chunks back together, validate them, and build the output rows.
+
+Each prompt family turns its answers into output text its own way: rephrasings (WRAP,
+Nemotron-CC) are re-joined in chunk order; REWIRE keeps only the improved span of each answer
+(``synth.no_tags`` without it); TPT appends the thinking to the document, ``[document; thinking]``
+(or interleaves ``[segment; thinking]`` pairs). Then the shared validators run, and for the
+families that must keep the source's facts, the faithfulness rule (``synth.unfaithful``).
+"""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+import numpy as np
 import pyarrow as pa
 
 from operators.filters.language import load_model
+from operators.llm.faithfulness import faithfulness
 from operators.llm.outputs import assemble, strip_preamble, validate
 from operators.llm.prompts import load_prompt
+from operators.llm.rewire import extract_improved
+from operators.llm.tpt import join_segments, thinking, training_text
 from operators.schema import output_schema
 
 SYNTH_FIELDS = {"tokens_in": pa.int64(), "tokens_out": pa.int64(), "synth_seed": pa.int64(),
-                "synth_chunks": pa.int32()}
+                "synth_chunks": pa.int32(), "faithfulness": pa.float32()}
 SYNTH_SCHEMA = output_schema(SYNTH_FIELDS)
 PARENT_COLUMNS = ("url", "crawl", "date", "source", "source_offset")
+ANY_LENGTH = (0.0, float("inf"))
 
 
 def _languages(texts: list[str]) -> tuple[list[str | None], list[float]]:
@@ -25,39 +37,69 @@ def _languages(texts: list[str]) -> tuple[list[str | None], list[float]]:
             [float(min(s[0], 1.0)) if len(s) else 0.0 for s in scores])
 
 
-def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str, mix: bool,
-                   copy_jaccard: float, check_language: bool) -> tuple[pa.Table, pa.Table, Counter]:
+def family_output(family: str, rows: list[dict], document: str, tpt: dict) -> tuple[str, str, str | None]:
+    """(output text, the generated part the validators measure, rejection rule or None) of one
+    document x prompt, from its chunks' answers in any order."""
+    rows = sorted(rows, key=lambda r: r["chunk_index"])
+    if family == "rewire":
+        spans = [extract_improved(r["generated"]) for r in rows]
+        text = assemble([(i, span or "") for i, (span, _) in enumerate(spans)])
+        rule = next((reason.removeprefix("synth.") for _, reason in spans if reason), None)
+        return text, text, rule
+    if family == "tpt":
+        thoughts = [thinking(r["generated"])[0] for r in rows]
+        measured = "\n\n".join(t for t in thoughts if t)
+        if not measured:
+            return "", "", "empty"
+        wrap = tuple(tpt["wrap"]) if tpt["wrap"] else None
+        if len(rows) == 1:
+            return training_text(document, thoughts[0], tpt["separator"], wrap), measured, None
+        return join_segments([r["chunk"] for r in rows], thoughts, tpt["separator"], wrap), measured, None
+    text = assemble([(r["chunk_index"], strip_preamble(r["generated"])) for r in rows])
+    return text, text, None
+
+
+def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str, mix: bool, validation: dict,
+                   tpt: dict) -> tuple[pa.Table, pa.Table, Counter]:
     """(kept rows, rejected rows, counts by reason) for one shard.
 
-    ``results`` are the engine's rows for the shard in any order; chunks are re-joined by
-    ``chunk_index``. With ``mix`` the real documents are kept next to their synthetic versions.
+    ``results`` are the engine's rows for the shard in any order. ``validation`` holds
+    ``copy_jaccard``, ``check_language``, ``min_faithfulness`` and ``faithfulness_families``;
+    ``tpt`` the TPT ``separator`` and ``wrap``. With ``mix`` the real documents are kept next to
+    their synthetic versions.
     """
     parent = {row["id"]: row for row in parents.to_pylist()}
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in results:
         groups[(row["parent_id"], row["prompt_name"])].append(row)
     keys = sorted(groups)
-    texts, inputs, truncated = [], [], []
-    for doc_id, name in keys:
-        rows = groups[(doc_id, name)]
-        texts.append(assemble([(r["chunk_index"], strip_preamble(r["generated"])) for r in rows]))
-        inputs.append(parent[doc_id]["text"] or "")
-        truncated.append(any(r["truncated"] for r in rows))
-    languages, scores = _languages(texts)
-    expected = [parent[d].get("language") for d, _ in keys] if check_language else None
+    prompts = {name: load_prompt(name) for _, name in keys}
+    built = [family_output(prompts[name].family, groups[(doc_id, name)], parent[doc_id]["text"] or "", tpt)
+             for doc_id, name in keys]
+    sources = [parent[d]["text"] or "" for d, _ in keys]
+    languages, scores = _languages([text for text, _, _ in built])
+    faithful = faithfulness(sources, [measured for _, measured, _ in built])
     reasons = []
-    for (_, name), text, source, cut, lang, exp in zip(keys, texts, inputs, truncated, languages,
-                                                       expected or [None] * len(keys), strict=True):
-        reasons += validate([text], [source], [cut], load_prompt(name).length_ratio, copy_jaccard, [lang], [exp])
+    for i, (doc_id, name) in enumerate(keys):
+        text, measured, rule = built[i]
+        expected = [parent[doc_id].get("language")] if validation["check_language"] else None
+        cut = any(r["truncated"] for r in groups[(doc_id, name)])
+        found = rule or validate([measured], [sources[i]], [cut], prompts[name].length_ratio or ANY_LENGTH,
+                                 validation["copy_jaccard"], [languages[i]], expected)[0]
+        if (found is None and prompts[name].family in validation["faithfulness_families"]
+                and faithful[i] < validation["min_faithfulness"]):
+            found = "unfaithful"
+        reasons.append(found)
     kept, rejected, counts = [], [], Counter()
     for i, (doc_id, name) in enumerate(keys):
         rows = groups[(doc_id, name)]
         out = {**{c: parent[doc_id].get(c) for c in PARENT_COLUMNS},
-               "id": f"{doc_id}:{load_prompt(name).name}", "text": texts[i], "language": languages[i],
+               "id": f"{doc_id}:{prompts[name].name}", "text": built[i][0], "language": languages[i],
                "language_score": scores[i], "synth_task": task, "synth_model": model,
-               "synth_prompt": load_prompt(name).ref, "parent_id": doc_id,
+               "synth_prompt": prompts[name].ref, "parent_id": doc_id,
                "tokens_in": sum(r["tokens_in"] for r in rows), "tokens_out": sum(r["tokens_out"] for r in rows),
                "synth_seed": rows[0]["request_seed"], "synth_chunks": len(rows),
+               "faithfulness": float(np.float32(faithful[i])),
                "filter_reason": f"synth.{reasons[i]}" if reasons[i] else None}
         (rejected if reasons[i] else kept).append(out)
         counts[out["filter_reason"] or "kept"] += 1

@@ -19,8 +19,8 @@ from pydantic import Field, field_validator
 from operators.llm.prompts import load_prompt
 from operators.params import Strict
 
-PASS_THROUGH = ("request_key", "shard_key", "parent_id", "prompt_name", "chunk_index", "chunks", "request_seed",
-                "expected")
+PASS_THROUGH = ("request_key", "shard_key", "parent_id", "prompt_name", "chunk_index", "chunks", "chunk",
+                "request_seed", "expected")
 
 
 class SamplingConfig(Strict):

@@ -36,14 +36,32 @@ def route(table: pa.Table, prompts: list[str], routing: dict | None) -> list[lis
             for v in table.column(routing["column"]).to_pylist()]
 
 
+def selected(table: pa.Table, select: dict | None) -> list[bool]:
+    """Which documents are in the ``select`` band (``column`` between ``min`` and ``max``, inclusive)."""
+    if not select:
+        return [True] * table.num_rows
+    if select["column"] not in table.column_names:
+        raise ValueError(f"select.column: {select['column']!r} is not a column of the input")
+    low, high = select["min"], select["max"]
+    return [v is not None and (low is None or v >= low) and (high is None or v <= high)
+            for v in table.column(select["column"]).to_pylist()]
+
+
 def shard_requests(table: pa.Table, shard_key: str, prompts: list[str], routing: dict | None,
-                   count, seed: int) -> list[dict]:
-    """One request per (document, prompt, chunk), each knowing how many its shard has in all."""
+                   count, seed: int, select: dict | None = None, whole: bool = True) -> list[dict]:
+    """One request per (document, prompt, chunk), each knowing how many its shard has in all.
+
+    Documents outside ``select`` get none; with ``whole`` false only the first chunk of a
+    document is sent for a ``tpt`` prompt (the paper thinks about the first 2,000 tokens).
+    """
     rows = []
-    for doc_id, text, chosen in zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
-                                    route(table, prompts, routing), strict=True):
-        for name in chosen:
-            chunks = chunk_text(text or "", load_prompt(name).max_input_tokens, count)
+    for doc_id, text, chosen, inside in zip(table.column("id").to_pylist(), table.column("text").to_pylist(),
+                                            route(table, prompts, routing), selected(table, select), strict=True):
+        for name in chosen if inside else []:
+            prompt = load_prompt(name)
+            chunks = chunk_text(text or "", prompt.max_input_tokens, count)
+            if prompt.family == "tpt" and not whole:
+                chunks = chunks[:1]
             for i, chunk in enumerate(chunks):
                 rows.append({"request_key": f"{shard_key}\t{doc_id}\t{name}\t{i}", "shard_key": shard_key,
                              "parent_id": doc_id, "prompt_name": name, "chunk_index": i, "chunks": len(chunks),

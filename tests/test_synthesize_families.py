@@ -1,0 +1,87 @@
+"""REWIRE and TPT end to end through the ``openai`` engine, against a scripted OpenAI-compatible server:
+exact outputs from hand-written model answers (a tiny model's answers would be noise)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.config import load_model
+from jobs.synthesize import SynthRecipe, run
+from operators.schema import conform, output_schema
+from tests.conftest import ROOT
+from tests.scripted_llm import ScriptedLLM
+
+DOCS = {
+    "good": "The bridge over the Danube in Vienna was opened in 1876 and is 350 metres long.",
+    "lossy": "Marie Curie won the Nobel Prize in 1903 and again in 1911 in Paris.",
+    "untagged": "The harbour of Lisbon handled 12,000 ships in 1755 before the earthquake.",
+    "outside": "This page has a low quality score and must not be rewritten at all.",
+}
+REWIRE_ANSWERS = {
+    "good": "<thinking starts>The draft lacks context about the river crossing.<thinking ends>\n"
+            "<improved response starts>Opened in 1876, the bridge over the Danube in Vienna spans 350 metres "
+            "and joined both banks of the city.<improved response ends>",
+    "lossy": "<thinking starts>Shorten it.<thinking ends><improved response starts>A scientist won two prizes in "
+             "a European capital, which is remarkable.<improved response ends>",
+    "untagged": "Here is a better version: the harbour was busy.",
+}
+
+
+def write_input(folder) -> str:
+    rows = [{"id": k, "text": t, "language": "en", "quality_bucket": 3 if k == "outside" else 12}
+            for k, t in DOCS.items()]
+    path = folder / "CC-MAIN-2024-22" / "s0.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(conform(pa.Table.from_pylist(rows), output_schema({"quality_bucket": pa.int8()})), path)
+    return str(folder)
+
+
+def which(messages: list[dict]) -> str:
+    return next(k for k, t in DOCS.items() if t in messages[-1]["content"])
+
+
+def synthesize(tmp_path, recipe: str, server: ScriptedLLM, tokenizer: str, *sets: str):
+    r = load_model(SynthRecipe, str(ROOT / "jobs" / "recipes" / recipe), [
+        f"input={write_input(tmp_path / 'in')}", f"output={tmp_path / 'out'}", "llm.engine=openai",
+        "llm.model=scripted", f"llm.endpoint.url={server.url}", f"tokenizer={tokenizer}", *sets])
+    stats = run(r)
+    kept = pads.dataset(str(tmp_path / "out"), format="parquet").to_table().to_pylist()
+    folder = tmp_path / "out" / "_rejected"
+    rejected = pads.dataset(str(folder), format="parquet").to_table().to_pylist() if folder.exists() else []
+    return stats, {r["parent_id"]: r for r in kept}, {r["parent_id"]: r for r in rejected}
+
+
+@pytest.mark.slow
+def test_rewire_keeps_the_improved_span_only_and_rejects_by_reason(tmp_path, ray_local, tiny_bert):
+    server = ScriptedLLM(lambda messages: REWIRE_ANSWERS[which(messages)])
+    try:
+        stats, kept, rejected = synthesize(tmp_path, "rewire.yaml", server, tiny_bert)
+    finally:
+        server.close()
+    assert len(server.requests) == 3  # the document outside the quality band is not sent
+    assert set(kept) == {"good"} and kept["good"]["text"] == (
+        "Opened in 1876, the bridge over the Danube in Vienna spans 350 metres and joined both banks of the city.")
+    assert kept["good"]["faithfulness"] == 1.0 and kept["good"]["synth_task"] == "rewrite"
+    assert "thinking" not in kept["good"]["text"] and kept["good"]["synth_prompt"] == "rewire@1"
+    assert {k: r["filter_reason"] for k, r in rejected.items()} == {"lossy": "synth.unfaithful",
+                                                                     "untagged": "synth.no_tags"}
+    assert rejected["lossy"]["faithfulness"] == 0.0
+    assert stats["outputs"] == {"kept": 1, "synth.no_tags": 1, "synth.unfaithful": 1}
+
+
+@pytest.mark.slow
+def test_tpt_appends_the_thinking_to_the_document(tmp_path, ray_local, tiny_bert):
+    server = ScriptedLLM(lambda messages: f"<think>Why does {which(messages)} matter? Because it explains the "
+                                          f"cause and the effect in detail.</think> So the answer is short.")
+    try:
+        stats, kept, rejected = synthesize(tmp_path, "tpt.yaml", server, tiny_bert)
+    finally:
+        server.close()
+    assert rejected == {} and set(kept) == set(DOCS)
+    assert kept["good"]["text"] == (DOCS["good"] + "\n\n<think>Why does good matter? Because it explains the cause "
+                                                   "and the effect in detail.</think>")
+    assert kept["good"]["synth_task"] == "think" and kept["good"]["synth_prompt"] == "tpt@1"
+    assert stats["tokens_out"] == sum(r["tokens_out"] for r in kept.values()) == 4 * 19
