@@ -26,6 +26,7 @@ from jobs.config import Compression, StorageConfig
 from jobs.generation import stream
 from jobs.llm_cluster import LLMRayConfig, failure
 from jobs.preflight import check_synthesize
+from jobs.refine import ProxConfig, refine_shards
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
@@ -78,6 +79,7 @@ class SynthRecipe(Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     select: SelectConfig | None = None
     tpt: TptConfig = Field(default_factory=TptConfig)
+    prox: ProxConfig | None = Field(None, description="ProX program refinement (two passes) instead of prompts")
     tokenizer: str | None = Field(None, description="tokenizer for chunking; default: the model's")
     compression: Compression = "zstd"
     ray: LLMRayConfig = Field(default_factory=LLMRayConfig)
@@ -85,14 +87,19 @@ class SynthRecipe(Strict):
     @model_validator(mode="after")
     def _prompts_exist(self):
         names = self.prompts + (self.routing.high + self.routing.low if self.routing else [])
-        if not names:
-            raise ValueError("prompts: give prompts, or routing with high and low prompts")
+        if not names and not self.prox:
+            raise ValueError("prompts: give prompts, routing with high and low prompts, or a prox block")
+        if names and self.prox:
+            raise ValueError("prox: a ProX recipe takes its prompts from the prox block, not prompts or routing")
+        if self.prox:
+            load_prompt(self.prox.doc_prompt)
+            load_prompt(self.prox.chunk_prompt)
         for name in names:
             family = load_prompt(name).family
             if family == "rating":
                 raise ValueError(f"prompts: {name} is a rating prompt; rate with jobs.classify (a rating block)")
             if family == "prox":
-                raise ValueError(f"prompts: {name} is a ProX prompt; ProX refinement is not wired to a job yet")
+                raise ValueError(f"prompts: {name} is a ProX prompt; give it in the prox block")
         return self
 
 
@@ -159,9 +166,12 @@ def run(recipe: SynthRecipe) -> dict:
     if todo:
         session: list[str] = []
         try:
-            stream(recipe.llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
-                   _requests(recipe.model_dump(), recipe.tokenizer or recipe.llm.model),
-                   lambda key, results: finish_shard(recipe, storage, paths[key], results), session)
+            if recipe.prox:
+                refine_shards(recipe, storage, paths, todo, session)
+            else:
+                stream(recipe.llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
+                       _requests(recipe.model_dump(), recipe.tokenizer or recipe.llm.model),
+                       lambda key, results: finish_shard(recipe, storage, paths[key], results), session)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, recipe.llm, session[0] if session else None, started)
             failed = [{"shard": k, "error": reason} for k in todo

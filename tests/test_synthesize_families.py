@@ -3,6 +3,9 @@ exact outputs from hand-written model answers (a tiny model's answers would be n
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -85,3 +88,52 @@ def test_tpt_appends_the_thinking_to_the_document(tmp_path, ray_local, tiny_bert
                                                    "and the effect in detail.</think>")
     assert kept["good"]["synth_task"] == "think" and kept["good"]["synth_prompt"] == "tpt@1"
     assert stats["tokens_out"] == sum(r["tokens_out"] for r in kept.values()) == 4 * 19
+
+
+PAGE = ["Home | About | Contact",
+        "The history of the town goes back to the twelfth century &amp; earlier settlements.",
+        "During the following centuries the town grew into a busy market place for salt and cloth.",
+        "The old church in the centre of the town was built in 1350 and is still used today.",
+        "Accept cookies to continue"]
+PROX_DOCS = {"page": "\n".join(PAGE),
+             "spam": "Buy cheap watches now, free shipping, click here, best deals, limited offer, order today.",
+             "hostile": "A quiet village in the hills where farmers grow apples, pears and plums every autumn."}
+PROX_ANSWERS = {
+    ("doc", "page"): "keep_doc()", ("doc", "spam"): "drop_doc()", ("doc", "hostile"): "keep_doc()",
+    ("chunk", "page"): 'remove_lines(line_start=0, line_end=0)\nremove_lines(line_start=4, line_end=4)\n'
+                       'normalize(source_str="&amp;", target_str="&")',
+    ("chunk", "hostile"): "__import__('os').system('touch /tmp/cc-refinery-prox-pwned')\nexec('print(1)')",
+}
+
+
+@pytest.mark.slow
+def test_prox_runs_doc_and_chunk_programs_without_executing_them(tmp_path, ray_local, tiny_bert):
+    def answer(messages):
+        content = messages[-1]["content"]
+        doc = next(k for k, t in PROX_DOCS.items() if t.split("\n")[1 if k == "page" else 0][:30] in content)
+        return PROX_ANSWERS[("chunk" if "[000]" in content else "doc", doc)]
+
+    rows = [{"id": k, "text": t, "language": "en"} for k, t in PROX_DOCS.items()]
+    path = tmp_path / "in" / "CC-MAIN-2024-22" / "s0.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(conform(pa.Table.from_pylist(rows), output_schema({})), path)
+    server = ScriptedLLM(answer)
+    try:
+        r = load_model(SynthRecipe, str(ROOT / "jobs" / "recipes" / "prox.yaml"), [
+            f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "llm.engine=openai", "llm.model=scripted",
+            f"llm.endpoint.url={server.url}", f"tokenizer={tiny_bert}"])
+        stats = run(r)
+    finally:
+        server.close()
+    kept = {x["parent_id"]: x for x in pads.dataset(str(tmp_path / "out"), format="parquet").to_table().to_pylist()}
+    rejected = pads.dataset(str(tmp_path / "out" / "_rejected"), format="parquet").to_table().to_pylist()
+    assert kept["page"]["text"] == "\n".join([PAGE[1].replace("&amp;", "&"), PAGE[2], PAGE[3]])
+    assert kept["hostile"]["text"] == PROX_DOCS["hostile"]  # two errors: the program is ignored
+    assert [(x["parent_id"], x["filter_reason"]) for x in rejected] == [("spam", "prox.drop_doc")]
+    assert not Path("/tmp/cc-refinery-prox-pwned").exists()
+    assert json.loads(kept["page"]["prox_program"])["doc_program"] == "keep_doc()"
+    ledger = json.loads((tmp_path / "out" / "_ledger" / "CC-MAIN-2024-22" / "s0.json").read_text())
+    assert ledger["prox"]["calls"]["remove_lines"] == 2 and ledger["prox"]["calls"]["lines_removed"] == 2
+    assert ledger["prox"]["errors"]["hostile"] == 2 and ledger["prox"]["errors"]["program_ignored"] == 1
+    assert stats["outputs"] == {"kept": 2, "prox.drop_doc": 1}
+    assert not (tmp_path / "out" / "_prox_doc" / "CC-MAIN-2024-22" / "s0.parquet").exists()

@@ -25,6 +25,7 @@ from operators.schema import output_schema
 SYNTH_FIELDS = {"tokens_in": pa.int64(), "tokens_out": pa.int64(), "synth_seed": pa.int64(),
                 "synth_chunks": pa.int32(), "faithfulness": pa.float32()}
 SYNTH_SCHEMA = output_schema(SYNTH_FIELDS)
+PROX_SCHEMA = output_schema({**SYNTH_FIELDS, "prox_program": pa.string()})
 PARENT_COLUMNS = ("url", "crawl", "date", "source", "source_offset")
 ANY_LENGTH = (0.0, float("inf"))
 
