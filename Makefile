@@ -17,7 +17,7 @@ SETS := $(if $(INPUT),--set 'input.paths=$(INPUT)') \
 DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
 DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
 
-.PHONY: install test run dedup classify bench bench-dedup bench-llm bench-classify lint clean
+.PHONY: install test run dedup classify pipeline bench bench-dedup bench-llm bench-classify lint clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ run: install
 
 dedup: install
 	$(PY) -m jobs.dedup --config $(DEDUP_RECIPE) $(DEDUP_SETS)
+
+MIXTURE ?= jobs/recipes/mixture.yaml
+pipeline: install
+	$(PY) -m jobs.pipeline --config $(MIXTURE)
 
 QUALITY_RECIPE ?= jobs/recipes/quality.yaml
 classify: install

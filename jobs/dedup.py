@@ -3,7 +3,7 @@
     python -m jobs.dedup --config jobs/recipes/dedup.yaml --set input=<run>/filter --set output=<run>/dedup
 
 Writes ``<output>/<crawl>/<shard>.parquet`` (kept documents, one file per input shard; shard
-files of an earlier run whose shard is gone are deleted), ``<output>/duplicates/``
+files of an earlier run whose shard is gone are deleted), ``<output>/_duplicates/``
 (``id, shard, cluster_id, kept_id, kept_shard, method``: every removal, to audit or undo) and
 ``<output>/_stats.json`` last. Re-running with the same input and config rewrites the same files
 with the same content, so a killed run is simply run again.
@@ -117,7 +117,7 @@ def _sweep(storage: Storage, output: str, keep: set[tuple[str, str]]) -> None:
     base = base.rstrip("/")
     for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
         parts = tuple(info.path[len(base):].strip("/").split("/"))
-        if (info.type == pafs.FileType.File and len(parts) == 2 and parts[0] != "duplicates"
+        if (info.type == pafs.FileType.File and len(parts) == 2 and parts[0] != "_duplicates"
                 and ".parquet" in parts[1] and parts not in names):
             fs.delete_file(info.path)
 
@@ -143,8 +143,8 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
     if storage.exists(join(recipe.output, "_stats.json")):  # the run is complete only once it is rewritten
         storage.delete(join(recipe.output, "_stats.json"))
-    for part in storage.listdir(join(recipe.output, "duplicates")):
-        storage.delete(join(recipe.output, "duplicates", part))
+    for part in storage.listdir(join(recipe.output, "_duplicates")):
+        storage.delete(join(recipe.output, "_duplicates", part))
     spark = spark or spark_session(recipe.spark)
     problems = sd.check_files(spark, storage, files)
     quarantined = [{"file": f, "reason": problems[f]} for f in files if f in problems]
@@ -189,7 +189,7 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
     _sweep(storage, recipe.output, shards)
     cluster = F.format_string("%s#%d", "kept_shard", F.col("_kept").bitwiseAND(0xFFFFFFFF)).alias("cluster_id")
     table = dups.orderBy("_row").select("id", "shard", cluster, "kept_id", "kept_shard", "method")
-    removed = sd.write_table_parts(table, storage, join(recipe.output, "duplicates"))
+    removed = sd.write_table_parts(table, storage, join(recipe.output, "_duplicates"))
     by_method = {r["method"]: r["count"] for r in dups.groupBy("method").count().collect()}
     clusters = {r["method"]: r["n"] for r in
                 dups.groupBy("method").agg(F.countDistinct("_kept").alias("n")).collect()}

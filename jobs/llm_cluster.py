@@ -23,6 +23,7 @@ from operators.llm.engine import LLMConfig
 from operators.llm.resources import engine_gpus, helper_cpus, min_replicas, missing
 
 POLL_S = 5.0
+RAISED_RE = re.compile(r"^(?:\w+\.)*\w+(?:Error|Exception): .*$", re.MULTILINE)
 ENGINE_ERROR_RE = re.compile(r"\(EngineCore[^)]*\) ERROR .*?\] ((?:\w+\.)*\w+(?:Error|Exception): .*)")
 
 
@@ -110,9 +111,13 @@ def engine_error(session_dir: str, since: float) -> str | None:
 
 def _first_line(err: BaseException) -> str:
     """``Type: message`` of the error a worker raised (unwrapping Ray's task errors), on one line."""
-    seen = {id(err)}
+    outer, seen = err, {id(err)}
     while (inner := getattr(err, "cause", None) or err.__cause__) is not None and id(inner) not in seen:
         seen.add(id(inner))
         err = inner
+    if type(err).__name__ == "UserCodeException":  # Ray Data's wrapper: the worker's own error is in the text
+        lines = [m.group(0) for m in RAISED_RE.finditer(str(outer)) if "UserCodeException" not in m.group(0)]
+        if lines:
+            return " ".join(lines[-1].split())[:500]
     text = " ".join(str(err).split("\n", 1)[0].split())
     return f"{type(err).__name__}: {text[:500]}"

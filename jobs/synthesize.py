@@ -53,11 +53,13 @@ class ValidationConfig(Strict):
 
 
 class SelectConfig(Strict):
-    """Only documents whose ``column`` lies in [min, max] are sent (REWIRE rewrites a quality band)."""
+    """Only documents whose ``column`` lies in [min, max] are sent (REWIRE rewrites a quality band), or a
+    ``fraction`` of them (the mixture gives a share to TPT)."""
 
     column: str
     min: float | None = None
     max: float | None = None
+    fraction: float = Field(1.0, gt=0, le=1, description="a deterministic share (by id) of the documents in the band")
 
 
 class TptConfig(Strict):

@@ -40,7 +40,7 @@ def recipe(tmp_path: Path, src: Path, *overrides: str) -> DedupRecipe:
 
 def removals(out: Path) -> list[dict]:
     """The duplicates table's rows, in order."""
-    return pads.dataset(str(out / "duplicates"), format="parquet").to_table().to_pylist()
+    return pads.dataset(str(out / "_duplicates"), format="parquet").to_table().to_pylist()
 
 
 def duplicates(out: Path) -> dict[str, tuple]:
@@ -48,7 +48,7 @@ def duplicates(out: Path) -> dict[str, tuple]:
 
 
 def kept_ids(out: Path) -> list[str]:
-    files = [p for p in out.rglob("*.parquet") if "duplicates" not in p.parts]
+    files = [p for p in out.rglob("*.parquet") if "_duplicates" not in p.parts]
     return sorted(i for f in files for i in pq.read_table(f).column("id").to_pylist())
 
 
@@ -163,8 +163,8 @@ def test_dedup_reads_and_writes_s3(tmp_path, spark, s3_server, s3_client):
                                          f"storage.endpoint_url={s3_server}"])
     assert run(r, spark)["removed"] == 1
     keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket="dedup", Prefix="run/dedup/")["Contents"])
-    assert keys[:2] == ["run/dedup/CC-MAIN-2024-22/s0.parquet", "run/dedup/_stats.json"]
-    assert len(keys) == 3 and keys[2].startswith("run/dedup/duplicates/part-")
+    assert len(keys) == 3 and keys[0] == "run/dedup/CC-MAIN-2024-22/s0.parquet" and keys[2] == "run/dedup/_stats.json"
+    assert keys[1].startswith("run/dedup/_duplicates/part-")
 
 
 def test_cli_names_a_bad_key():

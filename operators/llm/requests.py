@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 
 import pyarrow as pa
@@ -37,14 +38,17 @@ def route(table: pa.Table, prompts: list[str], routing: dict | None) -> list[lis
 
 
 def selected(table: pa.Table, select: dict | None) -> list[bool]:
-    """Which documents are in the ``select`` band (``column`` between ``min`` and ``max``, inclusive)."""
+    """Which documents are in the ``select`` band (``column`` between ``min`` and ``max``, inclusive), and in
+    its deterministic ``fraction`` (by a hash of the id)."""
     if not select:
         return [True] * table.num_rows
     if select["column"] not in table.column_names:
         raise ValueError(f"select.column: {select['column']!r} is not a column of the input")
-    low, high = select["min"], select["max"]
+    low, high, bound = select["min"], select["max"], select.get("fraction", 1.0) * 2**64
     return [v is not None and (low is None or v >= low) and (high is None or v <= high)
-            for v in table.column(select["column"]).to_pylist()]
+            and int.from_bytes(hashlib.blake2b(str(doc_id).encode(), digest_size=8).digest(), "big") < bound
+            for v, doc_id in zip(table.column(select["column"]).to_pylist(), table.column("id").to_pylist(),
+                                 strict=True)]
 
 
 def shard_requests(table: pa.Table, shard_key: str, prompts: list[str], routing: dict | None,

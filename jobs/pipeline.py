@@ -1,0 +1,168 @@
+"""The end-to-end mixture: filter -> dedup -> quality -> rephrase / rewrite / think -> manifest.
+
+    python -m jobs.pipeline --config jobs/recipes/mixture.yaml        (make pipeline)
+
+Each stage is its own job on its own recipe (``stages.<stage>.recipe``, with ``set`` overrides),
+reading the previous stage's output under ``<root>/<name>/`` and resuming on its own ledgers; the
+synthesis stages run without ``mix`` so every document is counted once. Dedup is global, so it is
+re-run only when the curated shards changed. ``mixture.json`` (written last) counts documents and
+tokens (whitespace words) per kind (real, rephrased, rewritten, refined, thought), per prompt and
+per crawl, from the stage outputs, counted on Ray workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from pydantic import Field
+
+from jobs.cli import job_main, start_ray
+from jobs.config import RayCluster, StorageConfig, load_model
+from operators.io.storage import Storage, join
+from operators.params import Strict
+
+log = logging.getLogger("cc_refinery.pipeline")
+KINDS = {"rephrase": "rephrased", "rewrite": "rewritten", "refine": "refined", "think": "thought"}
+
+
+class Stage(Strict):
+    recipe: str
+    set: list[str] = Field(default_factory=list, description="--set overrides for this stage")
+
+
+class Stages(Strict):
+    curate: Stage
+    dedup: Stage
+    quality: Stage
+    synthesize: list[Stage] = Field(default_factory=list)
+
+
+class MixtureRecipe(Strict):
+    name: str
+    root: str = "./output"
+    input: list[str] = Field(description="the curation input: paths, globs or s3:// URIs")
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    ray: RayCluster = Field(default_factory=RayCluster)
+    stages: Stages
+
+
+def _fingerprint(storage: Storage, ledger: str) -> str:
+    """The curated shards as their ledger entries say (names and finish times)."""
+    entries = sorted(storage.listdir(ledger))
+    stamps = [json.loads(storage.read_bytes(join(ledger, e))).get("finished_at") for e in entries]
+    return hashlib.blake2b(json.dumps([entries, stamps]).encode(), digest_size=16).hexdigest()
+
+
+def _dedup(recipe: MixtureRecipe, storage: Storage, base: str) -> None:
+    from jobs.dedup import DedupRecipe
+    from jobs.dedup import run as dedup
+
+    marker, fingerprint = join(base, "dedup", "_pipeline.json"), _fingerprint(storage, join(base, "filter", "_ledger"))
+    if storage.exists(marker) and json.loads(storage.read_bytes(marker)).get("filter") == fingerprint:
+        log.info("dedup: the curated shards did not change, kept")
+        return
+    dedup(load_model(DedupRecipe, recipe.stages.dedup.recipe, [
+        *recipe.stages.dedup.set, f"input={join(base, 'filter')}", f"output={join(base, 'dedup')}"]))
+    storage.write_text(marker, json.dumps({"filter": fingerprint}))
+
+
+def _count(raw: dict):
+    """A ``map`` function: one output file -> its documents and tokens by (kind, prompt, crawl), as JSON."""
+
+    def run(row: dict) -> dict:
+        import pyarrow.parquet as pq
+
+        from operators.quality.summary import token_counts
+
+        storage = Storage(**raw)
+        fs, inner = storage.filesystem(row["path"])
+        names = pq.read_schema(inner, filesystem=fs).names
+        table = pq.read_table(inner, filesystem=fs, columns=[c for c in ("text", "crawl", "synth_task",
+                                                                         "synth_prompt") if c in names])
+        tokens = token_counts(table.column("text").combine_chunks())
+        tasks = table.column("synth_task").to_pylist() if "synth_task" in names else [None] * table.num_rows
+        prompts = table.column("synth_prompt").to_pylist() if "synth_prompt" in names else [None] * table.num_rows
+        crawls = table.column("crawl").to_pylist() if "crawl" in names else [None] * table.num_rows
+        docs, words = Counter(), Counter()
+        for task, prompt, crawl, n in zip(tasks, prompts, crawls, tokens.tolist(), strict=True):
+            key = json.dumps([KINDS.get(task, "real") if row["synthetic"] else "real", prompt, crawl])
+            docs[key] += 1
+            words[key] += n
+        return {"counts": json.dumps({k: [docs[k], words[k]] for k in docs})}
+
+    return run
+
+
+def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: list[str]) -> dict:
+    """``mixture.json``: documents and tokens per kind, per prompt and per crawl, of the final corpus."""
+    import ray
+
+    sources = [(join(base, "quality"), False)] + [(out, True) for out in synth_outputs]
+    rows = [{"path": p, "synthetic": synthetic} for folder, synthetic in sources
+            for p in storage.walk(folder, ".parquet")]
+    totals: dict[str, list[int]] = {}
+    if rows:
+        counted = ray.data.from_items(rows, override_num_blocks=len(rows)).map(_count(recipe.storage.model_dump()),
+                                                                               num_cpus=0.25)
+        for row in counted.iter_rows():
+            for key, (docs, words) in json.loads(row["counts"]).items():
+                total = totals.setdefault(key, [0, 0])
+                total[0] += docs
+                total[1] += words
+    out: dict = {"sources": [folder for folder, _ in sources]}
+    for level, index in (("kinds", 0), ("prompts", 1), ("crawls", 2)):
+        grouped: dict = {}
+        for key, (docs, words) in totals.items():
+            name = json.loads(key)[index] or "none"
+            entry = grouped.setdefault(name, {"documents": 0, "tokens": 0})
+            entry["documents"] += docs
+            entry["tokens"] += words
+        out[level] = dict(sorted(grouped.items()))
+    out["documents"] = sum(d for d, _ in totals.values())
+    out["tokens"] = sum(w for _, w in totals.values())
+    return out
+
+
+def run(recipe: MixtureRecipe) -> dict:
+    """Run every stage in order (each resumes on its ledgers), then write ``mixture.json``."""
+    from jobs.classify import QualityRecipe
+    from jobs.classify import run as classify
+    from jobs.config import load_recipe
+    from jobs.curate import run as curate
+    from jobs.synthesize import SynthRecipe
+    from jobs.synthesize import run as synthesize
+
+    started = time.time()
+    storage = Storage(**recipe.storage.model_dump())
+    base = join(recipe.root, recipe.name)
+    stages = recipe.stages
+    curate(load_recipe(stages.curate.recipe, [*stages.curate.set, f"input.paths={json.dumps(recipe.input)}",
+                                              f"output.root={recipe.root}", f"output.run={recipe.name}"]))
+    _dedup(recipe, storage, base)
+    classify(load_model(QualityRecipe, stages.quality.recipe, [
+        *stages.quality.set, f"input={join(base, 'dedup')}", f"output={join(base, 'quality')}"]))
+    outputs = []
+    for stage in stages.synthesize:
+        output = join(base, "synth", Path(stage.recipe).stem)
+        synthesize(load_model(SynthRecipe, stage.recipe, [*stage.set, f"input={join(base, 'quality')}",
+                                                          f"output={output}", "mix=false"]))
+        outputs.append(output)
+    start_ray(recipe.ray)
+    result = manifest(recipe, storage, base, outputs)
+    result["wall_seconds"] = round(time.time() - started, 2)
+    storage.write_text(join(base, "mixture.json"), json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(__doc__, "python -m jobs.pipeline", MixtureRecipe, run, ("documents", "tokens", "kinds"), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
