@@ -17,7 +17,7 @@ SETS := $(if $(INPUT),--set 'input.paths=$(INPUT)') \
 DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
 DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
 
-.PHONY: install test run dedup classify pipeline bench bench-dedup bench-llm bench-classify lint clean
+.PHONY: install test run dedup classify pipeline bench bench-dedup bench-llm bench-llm-driver bench-classify lint clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ classify: install
 
 bench: install
 	$(PY) -m benchmarks.curate_throughput
+
+bench-llm-driver: install
+	$(PY) -m benchmarks.llm_driver_memory
 
 bench-classify: install
 	$(PY) -m benchmarks.classify_throughput $(if $(DOCS),--docs $(DOCS)) $(if $(DEVICE),--device $(DEVICE))

@@ -27,7 +27,12 @@ from operators.schema import conform, output_schema
 from tests.scripted_llm import ScriptedLLM
 
 ROOT = Path(__file__).resolve().parents[1]
-ANSWER = " ".join(["The town grew around its market and its church, and its people traded salt and cloth."] * 40)
+
+
+def answer(messages: list[dict]) -> str:
+    """A long answer that differs per document: the prompt's words in reverse order, twice."""
+    words = messages[-1]["content"].split()[::-1]
+    return " ".join(words + words)
 
 
 def write_input(folder: Path, docs: int, shards: int = 8) -> None:
@@ -41,7 +46,7 @@ def write_input(folder: Path, docs: int, shards: int = 8) -> None:
 
 
 def run(docs: int, tokenizer: str, url: str, work: Path) -> tuple[float, int, float]:
-    """(driver peak RSS in MiB, output bytes, seconds) of one run over ``docs`` documents."""
+    """(driver peak RSS in MiB, characters of generated text written, seconds) of one run over ``docs`` documents."""
     write_input(work / f"in-{docs}", docs)
     out = work / f"out-{docs}"
     sets = [f"input={work / f'in-{docs}'}", f"output={out}", "prompts=[wrap_easy]", "mix=false",
@@ -60,7 +65,8 @@ def run(docs: int, tokenizer: str, url: str, work: Path) -> tuple[float, int, fl
         time.sleep(0.1)
     if job.returncode != 0:
         raise SystemExit(f"synthesize failed on {docs} documents (exit {job.returncode})")
-    size = sum(p.stat().st_size for p in out.rglob("*.parquet"))
+    texts = pq.ParquetDataset([str(p) for p in out.rglob("*.parquet")]).read(columns=["text"]).column("text")
+    size = sum(len(t or "") for t in texts.to_pylist())
     return peak / 2**20, size, time.perf_counter() - start
 
 
@@ -72,12 +78,12 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cc-refinery-bench-driver-"))
     tokenizer = args.tokenizer or _tokenizer(work)
-    server = ScriptedLLM(lambda messages: ANSWER)
+    server = ScriptedLLM(answer)
     try:
         rows = [(n, *run(n, tokenizer, server.url, work)) for n in (args.docs, args.docs * args.factor)]
     finally:
         server.close()
-    print("| documents | output MB | driver peak RSS MiB | seconds |")
+    print("| documents | generated text MB | driver peak RSS MiB | seconds |")
     print("|---|---|---|---|")
     for n, rss, size, seconds in rows:
         print(f"| {n} | {size / 1e6:.1f} | {rss:.0f} | {seconds:.1f} |")
