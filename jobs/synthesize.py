@@ -62,6 +62,15 @@ class SelectConfig(Strict):
     fraction: float = Field(1.0, gt=0, le=1, description="a deterministic share (by id) of the documents in the band")
 
 
+class PostFilterConfig(Strict):
+    """REWIRE's post-filter: outputs scored by a fastText quality classifier (DCLM's by default), the top
+    share of each shard kept; every output records its source's score and its own."""
+
+    model: str = Field("mlfoundations/fasttext-oh-eli5", description="fastText model: path, s3:// URI or hub id")
+    label: str = "__label__hq"
+    top_fraction: float = Field(0.5, gt=0, le=1, description="of the valid outputs of a shard, by score_after")
+
+
 class TptConfig(Strict):
     separator: str = Field("\n\n", description="between the document and its thinking")
     wrap: tuple[str, str] | None = Field(("<think>", "</think>"), description="around the thinking; null: none")
@@ -82,6 +91,7 @@ class SynthRecipe(Strict):
     select: SelectConfig | None = None
     tpt: TptConfig = Field(default_factory=TptConfig)
     prox: ProxConfig | None = Field(None, description="ProX program refinement (two passes) instead of prompts")
+    post_filter: PostFilterConfig | None = None
     tokenizer: str | None = Field(None, description="tokenizer for chunking; default: the model's")
     compression: Compression = "zstd"
     ray: LLMRayConfig = Field(default_factory=LLMRayConfig)
@@ -126,14 +136,27 @@ def _requests(recipe: dict, tokenizer: str):
     return make
 
 
+def _scorer(model: str, label: str, storage: Storage):
+    """texts -> float32 scores, p(``label``) of a fastText classifier (the ``dclm_fasttext`` operator)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from operators.filters.fasttext_quality import FastTextQualityFilter
+
+    op = FastTextQualityFilter(storage=storage, model=model, label=label)
+    return lambda texts: np.asarray(op.signals(pa.table({"text": texts}))[op.p.column], dtype=np.float32)
+
+
 def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list[dict]) -> dict:
     """Assemble, validate and write one shard, then its ledger entry; return the entry."""
     from operators.llm.assemble import SYNTH_SCHEMA, assemble_shard
 
     fs, inner = storage.filesystem(path)
+    post = recipe.post_filter
+    score = _scorer(post.model, post.label, storage) if post else None
     kept, rejected, counts = assemble_shard(
         pq.read_table(inner, filesystem=fs), results, recipe.task, recipe.llm.model, recipe.mix,
-        recipe.validation.model_dump(), recipe.tpt.model_dump())
+        recipe.validation.model_dump(), recipe.tpt.model_dump(), score, post.top_fraction if post else 1.0)
     key = _shard_key(path)
     for table, folder in ((kept, recipe.output), (rejected, join(recipe.output, "_rejected"))):
         if folder == recipe.output or table.num_rows:

@@ -137,3 +137,41 @@ def test_prox_runs_doc_and_chunk_programs_without_executing_them(tmp_path, ray_l
     assert ledger["prox"]["errors"]["hostile"] == 2 and ledger["prox"]["errors"]["program_ignored"] == 1
     assert stats["outputs"] == {"kept": 2, "prox.drop_doc": 1}
     assert not (tmp_path / "out" / "_prox_doc" / "CC-MAIN-2024-22" / "s0.parquet").exists()
+
+
+@pytest.mark.slow
+def test_rewire_post_filter_keeps_the_top_share_and_records_both_scores(tmp_path, ray_local, tiny_bert,
+                                                                         tiny_fasttext):
+    from jobs.synthesize import _scorer
+    from operators.io.storage import Storage
+
+    docs = {f"d{i}": f"The bridge number {i} over the Danube in Vienna was opened in {1870 + i}." for i in range(4)}
+    extra = ["It is a landmark of the city and its history is taught in schools across the region.",
+             "Buy cheap tickets now, click here for free shipping and the best deals, limited offer today."]
+    rows = [{"id": k, "text": t, "language": "en", "quality_bucket": 12} for k, t in docs.items()]
+    path = tmp_path / "in" / "CC-MAIN-2024-22" / "s0.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(conform(pa.Table.from_pylist(rows), output_schema({"quality_bucket": pa.int8()})), path)
+
+    def improve(messages):
+        doc = next(k for k, t in docs.items() if t in messages[-1]["content"])
+        return f"<improved response starts>{docs[doc]} {extra[int(doc[1:]) % 2]}<improved response ends>"
+
+    server = ScriptedLLM(improve)
+    try:
+        r = load_model(SynthRecipe, str(ROOT / "jobs" / "recipes" / "rewire.yaml"), [
+            f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "llm.engine=openai", "llm.model=scripted",
+            f"llm.endpoint.url={server.url}", f"tokenizer={tiny_bert}", "validation.check_language=false",
+            f"post_filter={{model: {tiny_fasttext}, top_fraction: 0.5}}"])
+        stats = run(r)
+    finally:
+        server.close()
+    kept = pads.dataset(str(tmp_path / "out"), format="parquet").to_table().to_pylist()
+    rejected = pads.dataset(str(tmp_path / "out" / "_rejected"), format="parquet").to_table().to_pylist()
+    assert len(kept) == 2 and {x["filter_reason"] for x in rejected} == {"synth.below_top_share"} and len(rejected) == 2
+    assert min(x["score_after"] for x in kept) >= max(x["score_after"] for x in rejected)
+    score = _scorer(tiny_fasttext, "__label__hq", Storage())
+    for row in kept + rejected:
+        assert row["score_before"] == pytest.approx(float(score([docs[row["parent_id"]]])[0]))
+        assert row["score_after"] == pytest.approx(float(score([row["text"]])[0]))
+    assert stats["outputs"] == {"kept": 2, "synth.below_top_share": 2}

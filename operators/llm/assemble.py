@@ -9,6 +9,7 @@ families that must keep the source's facts, the faithfulness rule (``synth.unfai
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -23,7 +24,8 @@ from operators.llm.tpt import join_segments, thinking, training_text
 from operators.schema import output_schema
 
 SYNTH_FIELDS = {"tokens_in": pa.int64(), "tokens_out": pa.int64(), "synth_seed": pa.int64(),
-                "synth_chunks": pa.int32(), "faithfulness": pa.float32()}
+                "synth_chunks": pa.int32(), "faithfulness": pa.float32(), "score_before": pa.float32(),
+                "score_after": pa.float32()}
 SYNTH_SCHEMA = output_schema(SYNTH_FIELDS)
 PROX_SCHEMA = output_schema({**SYNTH_FIELDS, "prox_program": pa.string()})
 PARENT_COLUMNS = ("url", "crawl", "date", "source", "source_offset")
@@ -61,13 +63,15 @@ def family_output(family: str, rows: list[dict], document: str, tpt: dict) -> tu
 
 
 def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str, mix: bool, validation: dict,
-                   tpt: dict) -> tuple[pa.Table, pa.Table, Counter]:
+                   tpt: dict, score=None, top_fraction: float = 1.0) -> tuple[pa.Table, pa.Table, Counter]:
     """(kept rows, rejected rows, counts by reason) for one shard.
 
     ``results`` are the engine's rows for the shard in any order. ``validation`` holds
     ``copy_jaccard``, ``check_language``, ``min_faithfulness`` and ``faithfulness_families``;
     ``tpt`` the TPT ``separator`` and ``wrap``. With ``mix`` the real documents are kept next to
-    their synthetic versions.
+    their synthetic versions. With ``score`` (texts -> scores, the post-filter's scorer) every output
+    gets ``score_before`` (its source's) and ``score_after``, and of the valid outputs only the
+    ``top_fraction`` with the highest ``score_after`` in the shard are kept (``synth.below_top_share``).
     """
     parent = {row["id"]: row for row in parents.to_pylist()}
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -91,6 +95,13 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
                 and faithful[i] < validation["min_faithfulness"]):
             found = "unfaithful"
         reasons.append(found)
+    before = after = [None] * len(keys)
+    if score is not None and keys:
+        before, after = score(sources), score([text for text, _, _ in built])
+        valid = [i for i, reason in enumerate(reasons) if reason is None]
+        ranked = sorted(valid, key=lambda i: (-after[i], keys[i]))
+        for i in ranked[math.ceil(top_fraction * len(valid)):]:
+            reasons[i] = "below_top_share"
     kept, rejected, counts = [], [], Counter()
     for i, (doc_id, name) in enumerate(keys):
         rows = groups[(doc_id, name)]
@@ -101,6 +112,8 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
                "tokens_in": sum(r["tokens_in"] for r in rows), "tokens_out": sum(r["tokens_out"] for r in rows),
                "synth_seed": rows[0]["request_seed"], "synth_chunks": len(rows),
                "faithfulness": float(np.float32(faithful[i])),
+               "score_before": None if before[i] is None else float(before[i]),
+               "score_after": None if after[i] is None else float(after[i]),
                "filter_reason": f"synth.{reasons[i]}" if reasons[i] else None}
         (rejected if reasons[i] else kept).append(out)
         counts[out["filter_reason"] or "kept"] += 1
