@@ -9,15 +9,26 @@ INPUT ?=
 OUTPUT ?=
 CRAWL ?=
 LIMIT ?=
-SETS := $(if $(INPUT),--set 'input.paths=$(INPUT)') \
-        $(if $(OUTPUT),--set 'output.root=$(OUTPUT)') \
-        $(if $(CRAWL),--set 'input.crawl=$(CRAWL)') \
-        $(if $(LIMIT),--set 'input.limit=$(LIMIT)')
+SET ?=
+# any recipe: `python -m jobs` picks its job and maps --input/--output to that job's keys
+JOB_ARGS := --config $(RECIPE) $(if $(INPUT),--input '$(INPUT)') $(if $(OUTPUT),--output '$(OUTPUT)') \
+            $(if $(CRAWL),--set 'input.crawl=$(CRAWL)') $(if $(LIMIT),--set 'input.limit=$(LIMIT)') \
+            $(foreach s,$(SET),--set '$(s)')
+
+# The cluster: ADDRESS is its Ray dashboard (a local head by default); JOB a submitted job's id.
+ADDRESS ?= http://127.0.0.1:8265
+JOB ?=
+CLUSTER ?= local
+RAY := $(VENV)/bin/ray
+# Ray 2.60 clusters use token auth: the client reads the token from ~/.ray/auth_token (or RAY_AUTH_TOKEN_PATH)
+RAY_CLIENT := RAY_AUTH_MODE=token RAY_ADDRESS=$(ADDRESS) $(RAY)
+# what `--working-dir .` ships besides .gitignore's exclusions: the code and recipes, not tests or benchmarks
+RUNTIME_ENV := {"excludes": ["tests/", "benchmarks/", "docs/", ".git/", "clusters/build/"]}
 
 DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
 DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
 
-.PHONY: install test run dedup classify pipeline bench bench-dedup bench-llm bench-llm-driver bench-classify lint clean
+.PHONY: install browser test run cluster-up cluster-down submit status logs stop sentinel report plan dedup classify pipeline bench bench-dedup bench-llm bench-llm-driver bench-classify lint clean
 
 install: $(VENV)/.installed
 
@@ -29,11 +40,53 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
+# Chromium from Debian's packages: tests/test_report.py renders the run report in it
+browser:
+	command -v chromium > /dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
 test: install
 	$(PY) -m pytest
 
 run: install
-	$(PY) -m jobs.curate --config $(RECIPE) $(SETS)
+	$(PY) -m jobs $(JOB_ARGS)
+
+cluster-up: install
+ifeq ($(CLUSTER),local)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(RAY) start --head --dashboard-host=127.0.0.1 \
+	  --dashboard-port=$(lastword $(subst :, ,$(ADDRESS))) --disable-usage-stats
+else ifeq ($(CLUSTER),aws)
+	$(PY) -m jobs.cluster_config render --target aws
+	test -s ~/.ray/auth_token || $(RAY) get-auth-token --generate > /dev/null
+	$(RAY) up -y clusters/build/aws.yaml
+else
+	$(PY) -m jobs.cluster_config render --target kuberay
+	kubectl apply -f clusters/build/kuberay/raycluster.yaml
+endif
+
+cluster-down: install
+ifeq ($(CLUSTER),local)
+	$(RAY) stop
+else ifeq ($(CLUSTER),aws)
+	test -f clusters/build/aws.yaml || $(PY) -m jobs.cluster_config render --target aws
+	$(RAY) down -y clusters/build/aws.yaml
+else
+	test -f clusters/build/kuberay/raycluster.yaml || $(PY) -m jobs.cluster_config render --target kuberay
+	kubectl delete -f clusters/build/kuberay/raycluster.yaml
+endif
+
+# WAIT=0 returns once submitted (then `make status`/`make logs JOB=...`)
+submit: install
+	$(RAY_CLIENT) job submit $(if $(filter 0,$(WAIT)),--no-wait) --working-dir . \
+	  --runtime-env-json '$(RUNTIME_ENV)' -- python -m jobs $(JOB_ARGS)
+
+status: install
+	$(RAY_CLIENT) job $(if $(JOB),status $(JOB),list)
+
+logs: install
+	$(RAY_CLIENT) job logs $(if $(FOLLOW),--follow) $(JOB)
+
+stop: install
+	$(RAY_CLIENT) job stop $(JOB)
 
 dedup: install
 	$(PY) -m jobs.dedup --config $(DEDUP_RECIPE) $(DEDUP_SETS)
@@ -41,6 +94,18 @@ dedup: install
 MIXTURE ?= jobs/recipes/mixture.yaml
 pipeline: install
 	$(PY) -m jobs.pipeline --config $(MIXTURE)
+
+SCHEDULE ?= jobs/recipes/schedule.yaml
+sentinel: install
+	$(PY) -m jobs.sentinel --config $(SCHEDULE) $(if $(OUTPUT),--set 'root=$(OUTPUT)') $(foreach s,$(SET),--set '$(s)')
+
+# RUN: a run root (a mixture root or one job's output); OUT: the page
+report: install
+	$(PY) -m jobs.report $(or $(RUN),output/mixture) $(if $(OUT),--out $(OUT))
+
+PLAN_RECIPE ?= jobs/recipes/mixture.yaml
+plan: install
+	$(PY) -m jobs.plan --crawl $(or $(CRAWL),CC-MAIN-2024-22) --recipe $(PLAN_RECIPE)
 
 QUALITY_RECIPE ?= jobs/recipes/quality.yaml
 classify: install

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from jobs.classify_config import QualityRecipe
 from jobs.cli import job_main, start_ray
 from jobs.llm_cluster import failure, wait_for
+from jobs.progress import Progress
 from operators.io.layout import shard_of
 from operators.io.ledger import to_do
 from operators.io.storage import Storage, join
@@ -180,8 +181,11 @@ def run(recipe: QualityRecipe) -> dict:
             todo += _stale(storage, ledger, [k for k in sorted(paths) if k not in todo], calibration)
             rows = [{"path": paths[k], "key": k} for k in todo]
             if rows:
+                progress = Progress("classify", len(rows))
                 for row in _pipeline(recipe, rows, cpus, write(recipe.model_dump(), calibration)).iter_rows():
-                    log.info("shard %s written", json.loads(row["entry"])["shard"])
+                    entry = json.loads(row["entry"])
+                    log.info("shard %s written", entry["shard"])
+                    progress.shard_done(entry["summary"].get("docs", 0))
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, None, session, started)
             failed = [{"shard": k, "error": reason} for k in todo if not storage.exists(join(ledger, f"{k}.json"))]

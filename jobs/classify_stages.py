@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from jobs.classify_config import FastTextClassifier, QualityRecipe, TransformerClassifier
 from operators.io.layout import shard_of
+from operators.io.ledger import commit_entry
 from operators.io.storage import Storage, join
 
 
@@ -199,7 +200,7 @@ def write(raw: dict, calibration: dict | None):
         entry = {"shard": row["key"], "crawl": crawl, "input": json.loads(row["input"]), "outputs": {"data": target},
                  "calibration": f"{calibration['crawl']}.v{calibration['version']}" if calibration else None,
                  "summary": summary}
-        storage.write_text(join(recipe.output, "_ledger", f"{row['key']}.json"), json.dumps(entry, indent=1))
+        entry = commit_entry(storage, join(recipe.output, "_ledger", f"{row['key']}.json"), entry)
         return {"entry": json.dumps(entry)}
 
     return run

@@ -34,10 +34,14 @@ def job_main(doc: str, prog: str, model: type[BaseModel], run: Callable[[BaseMod
 
 def start_ray(cluster) -> str:
     """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray with ``cluster.num_cpus``;
-    return the Ray session folder on this node (its ``logs/`` hold the workers' output)."""
+    return the Ray session folder on this node (its ``logs/`` hold the workers' output). The sentinel's
+    lease and attempt (ledger fencing) go to the workers too, wherever they run."""
     import ray
 
+    from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV
+
     local = cluster.address is None and not os.environ.get("RAY_ADDRESS")
+    fence = {k: os.environ[k] for k in (LEASE_ENV, ATTEMPT_ENV) if k in os.environ}
     context = ray.init(address=cluster.address, num_cpus=cluster.num_cpus if local else None, log_to_driver=False,
-                       ignore_reinit_error=True)
+                       ignore_reinit_error=True, runtime_env={"env_vars": fence} if fence else None)
     return context.address_info["session_dir"]

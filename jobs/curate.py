@@ -20,6 +20,7 @@ import pyarrow as pa
 from jobs.cli import job_main, start_ray
 from jobs.config import Recipe
 from jobs.preflight import check_curate
+from jobs.progress import Progress
 from jobs.shard_runner import layout_of, storage_of
 from jobs.shard_worker import ShardWorker
 from operators.io.ledger import to_do
@@ -102,8 +103,10 @@ def run(recipe: Recipe) -> dict:
         ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"recipe": recipe.model_dump(),
                                                                 "signals": check_columns(recipe)},
                             batch_size=1, concurrency=workers, num_cpus=1)
+        progress = Progress("curate", len(todo))
         for row in ds.iter_rows():
             entry = json.loads(row["entry"])
+            progress.shard_done(sum(entry.get("rows", {}).values()))
             if "error" in entry:
                 failed.append(entry)
                 log.error("shard %s failed: %s", entry["shard"], entry["error"])

@@ -11,6 +11,7 @@ with the same content, so a killed run is simply run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,10 +21,12 @@ import time
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import Field
+from ray import is_initialized as ray_initialized
 
-from jobs.cli import job_main
-from jobs.config import Compression, StorageConfig
+from jobs.cli import job_main, start_ray
+from jobs.config import Compression, RayCluster, StorageConfig
 from jobs.preflight import check_dedup
+from jobs.spark_on_ray import ray_nodes, spark_on_ray
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, is_s3, join
 from operators.params import Strict
@@ -61,7 +64,10 @@ class MinHashConfig(Strict):
 
 
 class SparkConfig(Strict):
-    master: str = "local[*]"
+    master: str = Field("auto", description="a Spark master URL; `ray`: Spark standalone started on the Ray cluster "
+                        "(jobs/spark_on_ray.py); `auto`: `ray` on a multi-node Ray cluster, else local[*]")
+    ray_memory_fraction: float = Field(0.7, gt=0, le=1, description="share of each Ray node's memory for Spark")
+    start_timeout_s: float = Field(180, gt=0, description="`ray`: fail when the Spark workers are not up by then")
     driver_memory: str = "4g"
     shuffle_partitions: int = Field(64, ge=1)
     conf: dict[str, str] = Field(default_factory=dict)
@@ -76,14 +82,15 @@ class DedupRecipe(Strict):
     exact: ExactConfig = Field(default_factory=ExactConfig)
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    ray: RayCluster = Field(default_factory=RayCluster)
     compression: Compression = "zstd"
 
 
-def spark_session(cfg: SparkConfig):
+def spark_session(cfg: SparkConfig, master: str | None = None, conf: dict[str, str] | None = None):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (SparkSession.builder.master(cfg.master).appName("cc-refinery-dedup")
+    builder = (SparkSession.builder.master(master or cfg.master).appName("cc-refinery-dedup")
                .config("spark.driver.memory", cfg.driver_memory)
                .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
                .config("spark.sql.adaptive.enabled", "true")
@@ -93,7 +100,7 @@ def spark_session(cfg: SparkConfig):
                # (bucket members, edges) is exactly what must stay distributed
                .config("spark.sql.autoBroadcastJoinThreshold", "-1")
                .config("spark.sql.adaptive.autoBroadcastJoinThreshold", "-1"))
-    for key, value in cfg.conf.items():
+    for key, value in {**(conf or {}), **cfg.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
@@ -122,8 +129,45 @@ def _sweep(storage: Storage, output: str, keep: set[tuple[str, str]]) -> None:
             fs.delete_file(info.path)
 
 
+def _on_ray(recipe: DedupRecipe) -> bool:
+    """Whether Spark runs standalone on the Ray cluster (``ray``, or ``auto`` with more than one Ray node)."""
+    if recipe.spark.master not in ("ray", "auto"):
+        return False
+    if recipe.spark.master == "auto" and not (ray_initialized() or recipe.ray.address or os.environ.get("RAY_ADDRESS")):
+        return False
+    start_ray(recipe.ray)
+    return recipe.spark.master == "ray" or len(ray_nodes()) > 1
+
+
+@contextlib.contextmanager
+def _spark(recipe: DedupRecipe):
+    """The session for this run: local (kept for the process), or standalone on Ray (stopped after)."""
+    from pyspark.sql import SparkSession
+
+    if not _on_ray(recipe):
+        yield spark_session(recipe.spark, "local[*]" if recipe.spark.master == "auto" else None)
+        return
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
+    with spark_on_ray(recipe.spark.ray_memory_fraction, recipe.spark.start_timeout_s) as conf:
+        log.info("dedup: Spark standalone on Ray at %s", conf["spark.master"])
+        spark = spark_session(recipe.spark, conf.pop("spark.master"), conf)
+        try:
+            yield spark
+        finally:
+            spark.stop()
+
+
 def run(recipe: DedupRecipe, spark=None) -> dict:
-    """Run the dedup job; return its stats.
+    """Run the dedup job; return its stats (on ``spark`` if given, else on the session ``spark.master`` says)."""
+    if spark is not None:
+        return _run(recipe, spark)
+    with _spark(recipe) as session:
+        return _run(recipe, session)
+
+
+def _run(recipe: DedupRecipe, spark) -> dict:
+    """Dedup on ``spark``; return the stats.
 
     Input files that cannot be deduped (unreadable, or without ``id``/``text``) are quarantined:
     the rest is deduped and written with the stats, then RuntimeError names them.
@@ -145,7 +189,6 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
         storage.delete(join(recipe.output, "_stats.json"))
     for part in storage.listdir(join(recipe.output, "_duplicates")):
         storage.delete(join(recipe.output, "_duplicates", part))
-    spark = spark or spark_session(recipe.spark)
     problems = sd.check_files(spark, storage, files)
     quarantined = [{"file": f, "reason": problems[f]} for f in files if f in problems]
     good = [(i, f) for i, f in enumerate(files) if f not in problems]

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from jobs.cli import start_ray
 from jobs.llm_cluster import LLMRayConfig, fit
+from jobs.progress import Progress
 from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
 
@@ -82,21 +83,21 @@ def stream(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, 
     counts = results.map_batches(_write_parts(storage, parts), batch_format="pyarrow", num_cpus=helper)
     finisher, finish_ref = ray.remote(num_cpus=helper)(_finish), ray.put(finish)
     got: Counter = Counter()
-    running = {}
+    running, progress = {}, Progress("generate", len(shards))
     for batch in counts.iter_batches(batch_format="pyarrow"):
         for key, rows, expected in zip(*(batch.column(c).to_pylist() for c in ("shard_key", "rows", "expected")),
                                        strict=True):
             got[key] += rows
             if got[key] == expected:
                 running[finisher.remote(storage, parts, key, finish_ref)] = key
-        _collect(running, block=False)
+        _collect(running, progress, block=False)
     for key in shards:
         if key not in got:  # no request (no document), or its results never came: _finish tells which
             running[finisher.remote(storage, parts, key, finish_ref)] = key
-    _collect(running, block=True)
+    _collect(running, progress, block=True)
 
 
-def _collect(running: dict, block: bool) -> None:
+def _collect(running: dict, progress: Progress, block: bool) -> None:
     """Log (and raise the errors of) the finishing tasks that are done; all of them with ``block``."""
     import ray
 
@@ -108,3 +109,5 @@ def _collect(running: dict, block: bool) -> None:
             running.pop(ref)
             entry = ray.get(ref)
             log.info("shard %s: %s", entry["shard"], entry.get("outputs", entry.get("rows")))
+            rows = entry.get("rows")
+            progress.shard_done(sum(rows.values()) if isinstance(rows, dict) else 0)

@@ -7,7 +7,8 @@ reading the previous stage's output under ``<root>/<name>/`` and resuming on its
 synthesis stages run without ``mix`` so every document is counted once. Dedup is global, so it is
 re-run only when the curated shards changed. ``mixture.json`` (written last) counts documents and
 tokens (whitespace words) per kind (real, rephrased, rewritten, refined, thought), per prompt and
-per crawl, from the stage outputs, counted on Ray workers.
+per crawl, from the stage outputs, counted on Ray workers. A run started under a lease (the sentinel's)
+checks before each stage and before ``mixture.json`` that no newer attempt took it over.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import Field
 
 from jobs.cli import job_main, start_ray
 from jobs.config import RayCluster, StorageConfig, load_model
+from operators.io.ledger import check_fence
 from operators.io.storage import Storage, join
 from operators.params import Strict
 
@@ -47,6 +49,7 @@ class MixtureRecipe(Strict):
     name: str
     root: str = "./output"
     input: list[str] = Field(description="the curation input: paths, globs or s3:// URIs")
+    crawl: str | None = Field(None, description="a crawl id (CC-MAIN-2024-22): its listing is the input instead")
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayCluster = Field(default_factory=RayCluster)
     stages: Stages
@@ -142,20 +145,26 @@ def run(recipe: MixtureRecipe) -> dict:
     storage = Storage(**recipe.storage.model_dump())
     base = join(recipe.root, recipe.name)
     stages = recipe.stages
-    curate(load_recipe(stages.curate.recipe, [*stages.curate.set, f"input.paths={json.dumps(recipe.input)}",
+    crawl = [f"input.crawl={recipe.crawl}"] if recipe.crawl else []
+    check_fence(storage)
+    curate(load_recipe(stages.curate.recipe, [*stages.curate.set, f"input.paths={json.dumps(recipe.input)}", *crawl,
                                               f"output.root={recipe.root}", f"output.run={recipe.name}"]))
+    check_fence(storage)
     _dedup(recipe, storage, base)
+    check_fence(storage)
     classify(load_model(QualityRecipe, stages.quality.recipe, [
         *stages.quality.set, f"input={join(base, 'dedup')}", f"output={join(base, 'quality')}"]))
     outputs = []
     for stage in stages.synthesize:
         output = join(base, "synth", Path(stage.recipe).stem)
+        check_fence(storage)
         synthesize(load_model(SynthRecipe, stage.recipe, [*stage.set, f"input={join(base, 'quality')}",
                                                           f"output={output}", "mix=false"]))
         outputs.append(output)
     start_ray(recipe.ray)
     result = manifest(recipe, storage, base, outputs)
     result["wall_seconds"] = round(time.time() - started, 2)
+    check_fence(storage)
     storage.write_text(join(base, "mixture.json"), json.dumps(result, indent=1))
     return result
 

@@ -22,6 +22,7 @@ from jobs.classify_stages import read_shard
 from jobs.generation import stream
 from jobs.llm_cluster import failure
 from operators.io.layout import shard_of
+from operators.io.ledger import commit_entry
 from operators.io.storage import Storage, join
 from operators.quality.summary import add
 
@@ -65,8 +66,7 @@ def finish(recipe: QualityRecipe, storage: Storage, key: str, path: str, results
                "tokens_in": sum(r["tokens_in"] for r in results), "tokens_out": sum(r["tokens_out"] for r in results)}
     entry = {"shard": key, "crawl": shard_of(path)[0], "input": storage.stat(path), "outputs": {"data": target},
              "summary": summary}
-    storage.write_text(join(recipe.output, "_ledger", f"{key}.json"), json.dumps(entry, indent=1))
-    return entry
+    return commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
 
 
 def run(recipe: QualityRecipe) -> dict:

@@ -13,7 +13,6 @@ For ProX requests ``chunk_index`` is the chunk's first line in the document.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pyarrow as pa
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from jobs.generation import stream
+from operators.io.ledger import commit_entry
 from operators.io.storage import Storage, join
 from operators.params import Strict
 
@@ -142,7 +142,7 @@ def finish_refined(recipe, storage: Storage, path: str, key: str, results: list[
              "requests": len(results) + table.num_rows, "tokens_in": sum(r["tokens_in"] for r in results),
              "tokens_out": sum(r["tokens_out"] for r in results),
              "prox": {"calls": dict(sorted(counts.items())), "errors": dict(sorted(errors.items()))}}
-    storage.write_text(join(recipe.output, "_ledger", f"{key}.json"), json.dumps(entry, indent=1))
+    entry = commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
     storage.delete(_doc_path(recipe.output, key))
     return entry
 

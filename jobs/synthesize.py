@@ -28,6 +28,7 @@ from jobs.llm_cluster import LLMRayConfig, failure
 from jobs.preflight import check_synthesize
 from jobs.refine import ProxConfig, refine_shards
 from operators.io.layout import shard_of
+from operators.io.ledger import commit_entry
 from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
 from operators.llm.prompts import load_prompt
@@ -166,8 +167,7 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
     entry = {"shard": key, "source": path, "rows": {"data": kept.num_rows, "rejected": rejected.num_rows},
              "outputs": dict(sorted(counts.items())), "requests": len(results),
              "tokens_in": sum(r["tokens_in"] for r in results), "tokens_out": sum(r["tokens_out"] for r in results)}
-    storage.write_text(join(recipe.output, "_ledger", f"{key}.json"), json.dumps(entry, indent=1))
-    return entry
+    return commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
 
 
 def run(recipe: SynthRecipe) -> dict:

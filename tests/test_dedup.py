@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -270,3 +271,25 @@ def test_a_rerun_leaves_only_what_its_stats_count(tmp_path, spark):
         run(recipe(tmp_path, src, f"output={src / 'dedup'}"), spark)
     with pytest.raises(ValueError, match="^output: "):
         run(recipe(tmp_path, out / CRAWL), spark)
+
+
+def test_spark_standalone_on_ray_gives_the_local_result(tmp_path, spark, real_texts):
+    """spark.master=ray (the cluster path: a Spark master and a worker per Ray node) dedups as local[*] does."""
+    rng = random.Random(3)
+    rows = []
+    for i, text in enumerate(t for t in real_texts[:40] if len(t.split()) >= 100):
+        rows += [dict(id=f"d{i:03d}", text=text), dict(id=f"d{i:03d}-near", text=edit(text, 0.01, rng)),
+                 dict(id=f"d{i:03d}-copy", text=text)]
+    src = write_run(tmp_path / "filter", {f"s{k}": rows[k::2] for k in range(2)})
+    local = run(recipe(tmp_path / "local", src), spark)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "jobs.dedup", "--config", RECIPE, "--set", f"input={src}",
+                           "--set", f"output={tmp_path / 'ray' / 'dedup'}", "--set", "spark.master=ray",
+                           "--set", "ray.num_cpus=2", "--set", "spark.driver_memory=2g"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dedup: Spark standalone on Ray at spark://" in done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert local["removed"] >= len(rows) // 3 and summary["removed"] == local["removed"]
+    assert duplicates(tmp_path / "ray" / "dedup") == duplicates(tmp_path / "local" / "dedup")
+    assert kept_ids(tmp_path / "ray" / "dedup") == kept_ids(tmp_path / "local" / "dedup")

@@ -3,17 +3,50 @@
 A ledger entry records the input's size and ETag (or mtime) as it was read. When the input now
 differs (a truncated file replaced by the whole one), the old entry and the outputs it lists
 are removed, so the shard is redone and no stale output is left beside the new one.
+
+Fencing: a run the sentinel started carries its lease (a registry entry) and attempt number in
+``CC_REFINERY_LEASE`` / ``CC_REFINERY_ATTEMPT``; :func:`commit_entry` tags the entry with the attempt
+and refuses (:class:`StaleAttempt`) once the lease holds a newer attempt.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from operators.io.storage import Storage
 
 THREADS = 32  # metadata requests in flight on the driver
+LEASE_ENV, ATTEMPT_ENV = "CC_REFINERY_LEASE", "CC_REFINERY_ATTEMPT"
+
+
+class StaleAttempt(RuntimeError):
+    """A newer attempt of this run holds the lease: this one must not commit anything."""
+
+
+def check_fence(storage: Storage) -> int | None:
+    """This run's attempt (None when it was not started under a lease); raise StaleAttempt if superseded."""
+    lease = os.environ.get(LEASE_ENV)
+    if not lease:
+        return None
+    attempt = int(os.environ[ATTEMPT_ENV])
+    if not storage.exists(lease):
+        raise StaleAttempt(f"attempt {attempt} may not commit: its lease {lease} is gone")
+    holder = json.loads(storage.read_bytes(lease))["attempt"]
+    if holder > attempt:
+        raise StaleAttempt(f"attempt {attempt} was superseded by attempt {holder} ({lease}); not committed")
+    return attempt
+
+
+def commit_entry(storage: Storage, uri: str, entry: dict) -> dict:
+    """Write a shard's ledger entry (after its outputs), tagged with this run's attempt, unless superseded."""
+    attempt = check_fence(storage)
+    if attempt is not None:
+        entry = {**entry, "attempt": attempt}
+    storage.write_text(uri, json.dumps(entry, indent=1))
+    return entry
 
 
 def _changed(storage: Storage, ledger: str, uri: str) -> bool:

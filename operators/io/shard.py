@@ -9,7 +9,6 @@ size and ETag (or mtime), so a re-run redoes a shard whose input changed.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from operators.io.layout import Layout
+from operators.io.ledger import commit_entry
 from operators.io.listing import crawl_of
 from operators.io.storage import Storage, discard
 from operators.io.warc import read_warc
@@ -101,5 +101,4 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
         "seconds": round(time.time() - started, 3),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    storage.write_text(layout.ledger(shard), json.dumps(entry, indent=1))
-    return entry
+    return commit_entry(storage, layout.ledger(shard), entry)

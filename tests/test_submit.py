@@ -1,0 +1,89 @@
+"""`make submit` against a real Ray head on 127.0.0.1: the curation job on real Common Crawl data via S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RAY = str(REPO / ".venv" / "bin" / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(s3_server):
+    """`ray start --head --block` with Ray's defaults (token auth included), stopped with its process group."""
+    folder = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
+    port, dashboard = _free_port(), _free_port()
+    env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--dashboard-host=127.0.0.1",
+                             f"--dashboard-port={dashboard}", f"--temp-dir={folder}/t"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(f"{folder}/head.log", "wb"), start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 120
+    ready = [RAY, "job", "submit", f"--address={address}", "--", "true"]  # the job agent starts after the API
+    while (probe := subprocess.run(ready, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True,
+                                   text=True)).returncode != 0:
+        assert head.poll() is None and time.monotonic() < deadline, probe.stderr[-2000:] + probe.stdout[-2000:]
+        time.sleep(2)
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    head.wait(timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _etags(s3_client) -> dict[str, str]:
+    listed = s3_client.list_objects_v2(Bucket="submit", Prefix="out/")["Contents"]
+    return {o["Key"]: o["ETag"] for o in listed if not o["Key"].endswith("_stats.json")}
+
+
+def test_make_submit_runs_the_curation_job_on_the_head_and_resumes(ray_head, s3_server, s3_client, shared_data):
+    s3_client.create_bucket(Bucket="submit")
+    s3_client.upload_file(str(shared_data / "real-pages-dev.warc.gz"), "submit", "crawl/CC-MAIN-2024-18-00000.warc.gz")
+    args = [f"ADDRESS={ray_head}", "RECIPE=jobs/recipes/fineweb.yaml", "INPUT=s3://submit/crawl/*.warc.gz",
+            "OUTPUT=s3://submit/out", f"SET=storage.endpoint_url={s3_server}"]
+
+    first = _make("submit", *args, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "succeeded" in first.stdout.lower()
+    summary = json.loads(next(line for line in first.stdout.splitlines() if line.startswith('{"shards"')))
+    assert summary["shards"] == 1 and "1 shards: 0 done before, 1 to do" in first.stdout
+    assert "progress curate: 1/1 shards, 314 docs" in first.stdout  # the log line the dashboard shows
+
+    fs = pafs.S3FileSystem(endpoint_override=s3_server, scheme="http", region="us-east-1")
+    stats = json.loads(s3_client.get_object(Bucket="submit", Key="out/fineweb/filter/_stats.json")["Body"].read())
+    kept = ds.dataset("submit/out/fineweb/filter", filesystem=fs, format="parquet", exclude_invalid_files=True)
+    rejected = ds.dataset("submit/out/fineweb/rejected", filesystem=fs, format="parquet", exclude_invalid_files=True)
+    assert kept.count_rows() == stats["rows"]["data"] > 0
+    assert kept.count_rows() + rejected.count_rows() == sum(stats["read"].values())
+    before = _etags(s3_client)
+
+    second = _make("submit", *args, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "1 shards: 1 done before, 0 to do" in second.stdout  # the job's log, streamed back by the submit
+    after = _etags(s3_client)
+    assert after == before
+
+    listed = _make("status", f"ADDRESS={ray_head}")
+    assert listed.stdout.count("status=<JobStatus.SUCCEEDED") == 3, listed.stdout  # the readiness probe, two runs
