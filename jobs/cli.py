@@ -41,7 +41,9 @@ def start_ray(cluster) -> str:
     from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV
 
     local = cluster.address is None and not os.environ.get("RAY_ADDRESS")
-    fence = {k: os.environ[k] for k in (LEASE_ENV, ATTEMPT_ENV) if k in os.environ}
+    # a submitted job's runtime env may carry them already; Ray refuses the same key from both
+    job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}).get("env_vars")
+    fence = {k: os.environ[k] for k in (LEASE_ENV, ATTEMPT_ENV) if k in os.environ and k not in (job_env or {})}
     context = ray.init(address=cluster.address, num_cpus=cluster.num_cpus if local else None, log_to_driver=False,
                        ignore_reinit_error=True, runtime_env={"env_vars": fence} if fence else None)
     return context.address_info["session_dir"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pyarrow as pa
 import pydantic
@@ -11,7 +12,13 @@ import pytest
 from operators.filters.c4 import C4
 from operators.filters.fineweb_quality import FinewebQuality
 from operators.filters.gopher_quality import GopherQuality
-from operators.filters.gopher_repetition import GopherRepetition
+from operators.filters.gopher_repetition import (
+    GopherRepetition,
+    Grams,
+    _dup_ngram_chars_strings,
+    dup_ngram_chars,
+    top_ngram_chars,
+)
 from operators.filters.text import PUNCTUATION, TERMINAL_PUNCTUATION, sentence_count, words
 
 
@@ -53,6 +60,8 @@ def test_sentence_count_follows_spacy_sentencizer():
     assert sentence_count("Wait... what") == 1  # "..." is one token, not a sentence end
     assert sentence_count("Yes.  No") == 2
     assert sentence_count("") == 0
+    assert sentence_count("  Lead. \tTab! x") == 3  # whitespace runs are tokens, not punctuation
+    assert sentence_count("Hello.) (World") == 2  # punctuation after the end stays in the sentence
 
 
 def test_punctuation_sets():
@@ -97,6 +106,27 @@ def test_gopher_repetition():
     (row,) = run(GopherRepetition(), text)
     assert row["gopher_dup_5_gram_char_frac"] == pytest.approx(50 / len(text))
     assert row["filter_reason"] is None
+
+
+def test_gopher_ngram_hash_collisions_fall_back_to_the_strings():
+    """n-grams are counted by content hash; a collision is caught by comparing texts, so results never change.
+    Zeroing the prefix sums makes every n-gram's hash collide. Glued 5-grams repeat across different tokens."""
+    toks = words("ab c abc a bc ab c a bc abc d e f ab c abc a bc x y z ab c abc a bc ab c")
+
+    def by_strings(sep: str, n: int) -> int | None:
+        grams = [sep.join(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+        if sep:
+            gram, count = Counter(grams).most_common(1)[0]
+            return len(gram) * count
+        return _dup_ngram_chars_strings(grams, n)
+
+    for sep, fn, n_values in ((" ", top_ngram_chars, (2, 3, 4)), ("", dup_ngram_chars, range(5, 11))):
+        for n in n_values:
+            collided = Grams(toks, sep)
+            collided.prefix[:] = 0
+            assert fn(Grams(toks, sep), n) == fn(collided, n) == by_strings(sep, n), (sep, n)
+    assert [dup_ngram_chars(Grams(toks, ""), n) for n in (5, 6)] == [27, 11]
+    assert top_ngram_chars(Grams(toks, " "), 2) == 5 * len("ab c")
 
 
 def test_c4_cleans_lines_and_rejects():

@@ -10,11 +10,15 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
+
+from jobs import sentinel
+from tests.test_sentinel import NEW, put_crawl, put_json, schedule
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(REPO / ".venv" / "bin" / "ray")
@@ -26,25 +30,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head(s3_server):
     """`ray start --head --block` with Ray's defaults (token auth included), stopped with its process group."""
     folder = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
     port, dashboard = _free_port(), _free_port()
+    # the agents' fixed default ports would clash with another Ray on this machine (the tests' own)
+    agents = [f"--{name}={_free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                      "runtime-env-agent-port", "metrics-export-port")]
     env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     head = subprocess.Popen([RAY, "start", "--head", "--block", f"--port={port}", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dashboard}", f"--temp-dir={folder}/t"], env=env,
+                             f"--dashboard-port={dashboard}", f"--temp-dir={folder}/t", *agents], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(f"{folder}/head.log", "wb"), start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     deadline = time.monotonic() + 120
     ready = [RAY, "job", "submit", f"--address={address}", "--", "true"]  # the job agent starts after the API
-    while (probe := subprocess.run(ready, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True,
-                                   text=True)).returncode != 0:
-        assert head.poll() is None and time.monotonic() < deadline, probe.stderr[-2000:] + probe.stdout[-2000:]
-        time.sleep(2)
-    yield address
-    os.killpg(head.pid, signal.SIGTERM)
-    head.wait(timeout=60)
+    try:
+        while (probe := subprocess.run(ready, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True,
+                                       text=True)).returncode != 0:
+            assert head.poll() is None and time.monotonic() < deadline, probe.stderr[-2000:] + probe.stdout[-2000:]
+            time.sleep(2)
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -85,5 +94,28 @@ def test_make_submit_runs_the_curation_job_on_the_head_and_resumes(ray_head, s3_
     after = _etags(s3_client)
     assert after == before
 
-    listed = _make("status", f"ADDRESS={ray_head}")
-    assert listed.stdout.count("status=<JobStatus.SUCCEEDED") == 3, listed.stdout  # the readiness probe, two runs
+    listed = _make("status", f"ADDRESS={ray_head}").stdout.splitlines()
+    ours = [line for line in listed if 'entrypoint="python -m jobs --config jobs/recipes/fineweb.yaml' in line]
+    assert len(ours) == 2 and all("status=<JobStatus.SUCCEEDED" in line for line in ours), listed
+
+
+def test_the_sentinel_submits_a_new_crawl_as_a_ray_job_once(ray_head, s3_server, s3_client, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the Jobs SDK client, like `make submit`
+    bucket = f"sentinel-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    root, index = f"s3://{bucket}/cc", f"s3://{bucket}/collinfo.json"
+    put_json(s3_client, index, [{"id": NEW}])
+    put_crawl(s3_client, NEW, ["whirlwind.warc.gz"])
+    recipe = schedule(s3_server, root, f"source.uri={index}", "launch.mode=submit", f"launch.address={ray_head}",
+                      f"launch.working_dir={REPO}", "launch.poll_s=1")
+
+    stats = sentinel.run(recipe)
+
+    assert stats["started"] == 1 and stats["runs"] == {NEW: {"attempt": 1, "status": "done"}}
+    entry = json.loads(s3_client.get_object(Bucket=bucket, Key=f"cc/_runs/{NEW}.json")["Body"].read())
+    assert entry["launch"] == {"mode": "submit", "name": f"cc-sentinel-{NEW.lower()}-a1"}
+    assert (entry["result"]["shards"], entry["result"]["rows"]) == (1, {"data": 0, "rejected": 1})
+    ledger = json.loads(s3_client.get_object(
+        Bucket=bucket, Key=f"cc/{NEW}/fineweb/filter/_ledger/whirlwind.warc.json")["Body"].read())
+    assert ledger["attempt"] == 1  # written under the lease, by the job on the head
+    assert sentinel.run(recipe)["started"] == 0

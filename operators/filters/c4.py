@@ -29,6 +29,7 @@ POLICY_PHRASES = (
     "use of cookies",
     "use cookies",
 )
+_policy = re.compile("|".join(map(re.escape, POLICY_PHRASES))).search
 
 
 class Params(BaseModel):
@@ -64,10 +65,11 @@ class C4(Filter):
         sentences, lorem, curly = 0, False, False
         for line in text.splitlines():
             line = line.strip()
-            n_words = len(line.split())
-            if p.max_word_length != -1 and any(len(w) > p.max_word_length for w in line.split()):
+            tokens = line.split()
+            n_words = len(tokens)
+            if p.max_word_length != -1 and tokens and max(map(len, tokens)) > p.max_word_length:
                 continue
-            if p.remove_citations:
+            if p.remove_citations and "[" in line:
                 line = _citation("", line)
             if p.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith("...")):
                 continue
@@ -78,7 +80,7 @@ class C4(Filter):
             if p.filter_javascript and "javascript" in lower:
                 continue
             curly = curly or "{" in line
-            if p.filter_policy and any(phrase in lower for phrase in POLICY_PHRASES):
+            if p.filter_policy and _policy(lower):
                 continue
             sentences += sentence_count(line)
             kept.append(line)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from itertools import accumulate
 
 import numpy as np
 import pyarrow as pa
@@ -54,32 +53,106 @@ def duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
+_BASE = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
+_powers = np.ones(1, dtype=np.uint64)  # _BASE**j, grown on demand
+_inverse_powers = np.ones(1, dtype=np.uint64)  # _BASE**-j
+
+
+def _power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    global _powers, _inverse_powers
+    if len(_powers) < size:
+        grown = max(size, 2 * len(_powers))
+        _powers, _inverse_powers = _grow(_BASE, grown), _grow(pow(_BASE, -1, 2**64), grown)
+    return _powers, _inverse_powers
+
+
+def _grow(base: int, size: int) -> np.ndarray:
+    """base**0 .. base**(size-1) modulo 2**64 (numpy's unsigned products wrap)."""
+    return np.concatenate([np.ones(1, dtype=np.uint64), np.cumprod(np.full(size - 1, base, dtype=np.uint64))])
+
+
 class Grams:
-    """The n-grams of a token sequence as slices of one joined string (faster than joining each)."""
+    """The n-grams of a token sequence, joined by ``sep``, as spans of one joined string with exact-content hashes.
+
+    Written by hand because no library hashes every n-gram of a document at once: a polynomial hash of
+    the joined string's code points (prefix sums modulo 2**64, numpy) gives each n-gram's hash in O(1),
+    vectorised over all n-grams. Equal texts always hash equal, so a hash seen once is a text seen once;
+    a repeated hash is checked against the text before it counts, so a collision can never change a result
+    (the caller then falls back to comparing the strings).
+    """
 
     def __init__(self, toks: tuple[str, ...], sep: str):
         self.joined, self.n_toks, self.sep = sep.join(toks), len(toks), len(sep)
-        self.ends = list(accumulate((len(t) + self.sep for t in toks), initial=0))
+        lengths = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks)) + len(sep)
+        self.starts = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+        codes = np.frombuffer(self.joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        powers, inverse = _power_tables(len(codes) + 1)
+        self.powers = powers
+        self.prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(codes * inverse[: len(codes)])])
+
+    def spans(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start, end and content hash of each n-gram's text in ``joined``."""
+        a = self.starts[: self.n_toks - n + 1]
+        b = self.starts[n:] - self.sep
+        return a, b, (self.prefix[b] - self.prefix[a]) * self.powers[a]
+
+    def text(self, a: int, b: int) -> str:
+        return self.joined[a:b]
 
     def grams(self, n: int) -> list[str]:
-        joined, ends, sep = self.joined, self.ends, self.sep
-        return [joined[ends[i] : ends[i + n] - sep] for i in range(self.n_toks - n + 1)]
+        a, b, _ = self.spans(n)
+        joined = self.joined
+        return [joined[i:j] for i, j in zip(a.tolist(), b.tolist(), strict=True)]
 
 
 def top_ngram_chars(grams: Grams, n: int) -> int | None:
-    """Characters covered by the most frequent n-gram (space-joined), counting every occurrence."""
-    counts = Counter(grams.grams(n))
-    if not counts:
+    """Characters covered by the most frequent n-gram (space-joined), counting every occurrence.
+
+    Ties go to the n-gram seen first, as ``Counter.most_common`` breaks them."""
+    if grams.n_toks < n:
         return None
-    gram, count = counts.most_common(1)[0]
-    return len(gram) * count
+    a, b, hashes = grams.spans(n)
+    unique, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    best = counts.max()
+    top = first[counts == best].min()
+    where = np.flatnonzero(hashes == hashes[top])
+    text = grams.text(int(a[top]), int(b[top]))
+    if any(grams.text(i, j) != text for i, j in zip(a[where].tolist(), b[where].tolist(), strict=True)):
+        gram, count = Counter(grams.grams(n)).most_common(1)[0]  # a hash collision: count the strings
+        return len(gram) * count
+    return len(text) * int(best)
 
 
 def dup_ngram_chars(grams: Grams, n: int) -> int:
-    """Characters of n-grams (concatenated) repeating an earlier one, skipping past each repeat."""
-    items = grams.grams(n)
-    if len(set(items)) == len(items):
+    """Characters of n-grams (concatenated) repeating an earlier one, skipping past each repeat.
+
+    Only n-grams whose hash occurs more than once can repeat, so the walk visits just those: the others
+    are new wherever the walk meets them, and no later n-gram can repeat them."""
+    if grams.n_toks < n:
         return 0
+    a, b, hashes = grams.spans(n)
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    candidates = np.flatnonzero(counts[inverse] > 1)
+    if not len(candidates):
+        return 0
+    hashes, a, b = hashes.tolist(), a.tolist(), b.tolist()
+    text, seen = grams.text, {}
+    chars = after = 0
+    for k in candidates.tolist():
+        if k < after:  # inside the n-gram just counted as a repeat: skipped
+            continue
+        j = seen.get(hashes[k])
+        if j is None:
+            seen[hashes[k]] = k
+        elif text(a[k], b[k]) == text(a[j], b[j]):
+            chars += b[k] - a[k]
+            after = k + n
+        else:
+            return _dup_ngram_chars_strings(grams.grams(n), n)  # a hash collision: compare the strings
+    return chars
+
+
+def _dup_ngram_chars_strings(items: list[str], n: int) -> int:
     seen: set[str] = set()
     chars = i = 0
     while i < len(items):

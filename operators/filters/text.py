@@ -259,11 +259,12 @@ def _tokens(chunk: str) -> tuple[str, ...]:
     return toks
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=1024)
 def words(text: str) -> tuple[str, ...]:
     """Word tokens of ``text`` as spaCy's blank English tokenizer gives them (stripped, non-empty).
 
-    Cached per text because several filters split the same document; do not mutate the result.
+    Cached per text because several filters split the same documents one batch after the other (the
+    Gopher rules, FineWeb's): the cache holds a whole batch (up to 1024 documents); do not mutate the result.
     """
     memo = _memo
     out: list[str] = []
@@ -287,15 +288,29 @@ def _is_punct(token: str) -> bool:
 
 
 def sentence_count(text: str) -> int:
-    """Number of sentences spaCy's sentencizer finds in ``text`` (a line, for C4)."""
+    """Number of sentences spaCy's sentencizer finds in ``text`` (a line, for C4).
+
+    A sentence ends at a sentence-final punctuation token; the next starts at the next token that is not
+    punctuation. Whitespace runs are tokens (less the single space after a token). Plain words
+    (alphanumeric chunks) are never punctuation, so only the other chunks are split, and a run of plain
+    words between them acts as one non-punctuation token: the loop visits only the other parts.
+    """
     if not _has_sentence_punct(text):
         return 1 if text else 0
     parts = _ws_split(text)
-    n, seen = 0, False
-    for i, part in enumerate(parts):
+    events = sorted([i for i in range(0, len(parts), 2) if not parts[i].isalnum()]
+                    + [i for i in range(1, len(parts), 2) if parts[i] != " " or not parts[i - 1]])
+    n, seen, previous = 0, False, -1
+    for i in [*events, len(parts)]:
+        if seen and (previous + 1 if previous % 2 else previous + 2) < i:  # a plain word since the last event
+            n, seen = n + 1, False
+        previous = i
+        if i == len(parts):
+            break
+        part = parts[i]
         if i % 2 == 0:
             toks = _tokens(part) if part else ()
-        else:  # a whitespace run is a token, less the single space that follows a token
+        else:
             tok = part[1:] if part[0] == " " and parts[i - 1] else part
             toks = (tok,) if tok else ()
         for tok in toks:
