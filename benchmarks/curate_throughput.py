@@ -3,7 +3,8 @@
     python -m benchmarks.curate_throughput [--warc FILE] [--copies 4] [--skip-peer]
 
 Per stage: one process runs the fineweb recipe's operators over the file's batches and reports
-docs/s and MB/s per core (MB of HTML for read and extract, of text after). Whole job: the file is
+docs/s and MB/s per core (MB of HTML for read and extract, of text after). The quality chain: the
+four quality filters, ours and datatrove's, on the file's extracted texts (x3, every language). Whole job: the file is
 copied ``--copies`` times as shards and the curation job runs on local Ray with 1 and 2 workers.
 The peer (datatrove, same filters, trafilatura as FineWeb ran it) runs on the same shards.
 """
@@ -18,6 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.filter_chain import chain_rows
+from benchmarks.real_pages import real_texts
 from jobs.config import load_recipe
 from jobs.curate import run
 from operators.io.storage import Storage
@@ -70,6 +73,9 @@ def job_rows(shards: list[Path], out: Path, engine: str, html_mb: float) -> list
         docs = stats["read"].get("read.response", 0)
         rows.append((f"cc-refinery job ({engine}), {workers} worker(s)", docs, html_mb * len(shards),
                      seconds, workers))
+        # fixed cost: the wall time the workers were not processing shards (Ray, actors, children, models)
+        startup = seconds - stats["seconds"] / workers
+        rows.append((f"  of which start-up and idle, {workers} worker(s)", None, None, startup, workers))
     return rows
 
 
@@ -89,6 +95,9 @@ def print_table(rows: list[tuple]) -> None:
     print(f"|{'-' * 46}|{'-' * 8}|{'-' * 9}|{'-' * 10}|{'-' * 13}|{'-' * 11}|")
     for name, docs, mb, seconds, *cores in rows:
         per_core = seconds * (cores[0] if cores else 1)
+        if docs is None:  # a share of a job's wall time, not a throughput
+            print(f"| {name:<44} | {'':>6} | {'':>7} | {seconds:>8.2f} | {'':>11} | {'':>9} |")
+            continue
         print(f"| {name:<44} | {docs:>6} | {mb:>7.1f} | {seconds:>8.2f} | {docs / per_core:>11.1f} | "
               f"{mb / per_core:>9.2f} |")
 
@@ -105,6 +114,7 @@ def main() -> None:
 
     ray.init(include_dashboard=False, log_to_driver=False)
     rows = stage_rows(args.warc, "resiliparse") + stage_rows(args.warc, "trafilatura")
+    rows += chain_rows(str(RECIPE), real_texts(args.warc) * 3, not args.skip_peer)
     html_mb = rows[0][2]
     work = Path(tempfile.mkdtemp(prefix="cc-refinery-bench-"))
     try:
