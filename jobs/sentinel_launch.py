@@ -16,7 +16,6 @@ import collections
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+from jobs.processes import stop_group
 from operators.io import lease
 from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV, StaleAttempt
 from operators.io.storage import Storage
@@ -73,20 +73,6 @@ def _tail(stream, echo, keep: int = 50) -> tuple[threading.Thread, collections.d
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     return thread, lines
-
-
-def _stop(child: subprocess.Popen) -> None:
-    """SIGTERM the child's process group (its local Ray too), then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            child.wait(STOP_GRACE_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _summary(stdout: collections.deque) -> dict | None:
@@ -140,7 +126,7 @@ def hold(storage: Storage, uri: str, attempt: int, command: list[str], ttl_s: fl
                     problem = f"stopped: the lease expired, not renewed ({err})"
     finally:
         if child.poll() is None:
-            _stop(child)
+            stop_group(child, STOP_GRACE_S)  # its local Ray too
     rc = child.wait()
     for thread, _ in readers:
         thread.join(STOP_GRACE_S)

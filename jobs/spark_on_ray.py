@@ -23,14 +23,24 @@ from collections.abc import Iterator
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from jobs.processes import stop_group
+
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+STOP_GRACE_S = 20  # after SIGTERM, before SIGKILL
 
 
 def _spark_class() -> str:
     from pyspark.find_spark_home import _find_spark_home
 
     return os.path.join(_find_spark_home(), "bin", "spark-class")
+
+
+def _spark(folder: str, log: str, env: dict, *args: str) -> subprocess.Popen:
+    """``spark-class <args>`` in its own session, its logs in ``folder`` (stderr in ``folder/log``)."""
+    with open(os.path.join(folder, log), "wb") as err:
+        return subprocess.Popen([_spark_class(), *args], env={**env, "SPARK_LOG_DIR": folder},
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
 
 def _free_port() -> int:
@@ -45,13 +55,11 @@ class SparkWorker:
 
     def __init__(self, master: str, cores: int, memory_mb: int):
         self.folder = tempfile.mkdtemp(prefix="spark-worker-")
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOG_DIR": self.folder}
+        env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
         host = ray.util.get_node_ip_address()
-        self.proc = subprocess.Popen(
-            [_spark_class(), WORKER_CLASS, "--host", host, "--cores", str(cores), "--memory", f"{memory_mb}m",
-             "--work-dir", self.folder, "--webui-port", str(_free_port()), master],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.folder, "worker.log"), "wb"),
-            start_new_session=True)
+        self.proc = _spark(self.folder, "worker.log", env, WORKER_CLASS, "--host", host, "--cores", str(cores),
+                           "--memory", f"{memory_mb}m", "--work-dir", self.folder, "--webui-port",
+                           str(_free_port()), master)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -61,11 +69,7 @@ class SparkWorker:
             return log.read()[-2000:].decode(errors="replace")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=20)
-        if self.proc.poll() is None:
-            self.proc.kill()
+        stop_group(self.proc, STOP_GRACE_S)
 
 
 def ray_nodes() -> list[dict]:
@@ -90,11 +94,8 @@ def spark_on_ray(memory_fraction: float, start_timeout_s: float) -> Iterator[dic
         raise RuntimeError("spark.master=ray: the Ray cluster has no node with CPUs")
     host, port, ui_port = ray.util.get_node_ip_address(), _free_port(), _free_port()
     master, ui = f"spark://{host}:{port}", f"http://{host}:{ui_port}"
-    log_dir = tempfile.mkdtemp(prefix="spark-master-")
-    proc = subprocess.Popen([_spark_class(), MASTER_CLASS, "--host", host, "--port", str(port),
-                             "--webui-port", str(ui_port)], env={**os.environ, "SPARK_LOG_DIR": log_dir},
-                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(log_dir, "master.log"), "wb"),
-                            start_new_session=True)
+    proc = _spark(tempfile.mkdtemp(prefix="spark-master-"), "master.log", dict(os.environ), MASTER_CLASS,
+                  "--host", host, "--port", str(port), "--webui-port", str(ui_port))
     workers = []
     try:
         memory_mb = [max(1024, int(n["memory"] * memory_fraction) >> 20) for n in nodes]
@@ -109,11 +110,7 @@ def spark_on_ray(memory_fraction: float, start_timeout_s: float) -> Iterator[dic
             with contextlib.suppress(Exception):
                 ray.get(worker.stop.remote(), timeout=30)
             ray.kill(worker)
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        if proc.poll() is None:
-            proc.kill()
+        stop_group(proc, STOP_GRACE_S)
 
 
 def _wait_ready(master, ui: str, workers: list, timeout_s: float) -> None:
