@@ -159,24 +159,21 @@ def _spark(recipe: DedupRecipe):
 
 
 def run(recipe: DedupRecipe, spark=None) -> dict:
-    """Run the dedup job; return its stats (on ``spark`` if given, else on the session ``spark.master`` says)."""
-    if spark is not None:
-        return _run(recipe, spark)
-    with _spark(recipe) as session:
-        return _run(recipe, session)
-
-
-def _run(recipe: DedupRecipe, spark) -> dict:
-    """Dedup on ``spark``; return the stats.
+    """Run the dedup job; return its stats (on ``spark`` if given, else on the session ``spark.master`` says).
 
     Input files that cannot be deduped (unreadable, or without ``id``/``text``) are quarantined:
     the rest is deduped and written with the stats, then RuntimeError names them.
     """
-    from pyspark.sql import functions as F
-
-    from operators.dedup import spark_dedup as sd
-
     started = time.time()
+    storage, files = _prepare(recipe)  # bad settings and an empty input fail before Spark starts
+    if spark is not None:
+        return _run(recipe, spark, storage, files, started)
+    with _spark(recipe) as session:
+        return _run(recipe, session, storage, files, started)
+
+
+def _prepare(recipe: DedupRecipe) -> tuple[Storage, list[str]]:
+    """Check the recipe, clear what a killed or earlier run left in the output; return the input files."""
     if _within(recipe.output, recipe.input) or _within(recipe.input, recipe.output):
         raise ValueError(f"output: {recipe.output} and input {recipe.input} must not lie inside one another")
     check_dedup(recipe)
@@ -189,6 +186,15 @@ def _run(recipe: DedupRecipe, spark) -> dict:
         storage.delete(join(recipe.output, "_stats.json"))
     for part in storage.listdir(join(recipe.output, "_duplicates")):
         storage.delete(join(recipe.output, "_duplicates", part))
+    return storage, files
+
+
+def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started: float) -> dict:
+    """Dedup ``files`` on ``spark``; return the stats."""
+    from pyspark.sql import functions as F
+
+    from operators.dedup import spark_dedup as sd
+
     problems = sd.check_files(spark, storage, files)
     quarantined = [{"file": f, "reason": problems[f]} for f in files if f in problems]
     good = [(i, f) for i, f in enumerate(files) if f not in problems]
