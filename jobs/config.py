@@ -25,6 +25,8 @@ class InputConfig(Strict):
     limit: int | None = Field(None, ge=1)
     shards: str | None = Field(None, pattern=r"^\d*:\d*$",
                                description='start:stop slice of the list (quote it in YAML: "2:5")')
+    part_mb: float | None = Field(None, gt=0, description="split gzipped shards into parts of about this many MB; "
+                                  "default: only when there are under 4 shards per worker (jobs/shard_plan.py)")
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -53,6 +55,7 @@ class RayCluster(Strict):
 
     address: str | None = Field(None, description="default: RAY_ADDRESS, else a local Ray")
     num_cpus: float | None = Field(None, gt=0, description="CPUs of a local Ray; default: the machine's")
+    dashboard: bool = Field(False, description="start a local Ray's dashboard too (about 0.7 s more start-up)")
 
 
 class RayConfig(RayCluster):

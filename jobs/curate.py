@@ -2,13 +2,14 @@
 
     python -m jobs.curate --config jobs/recipes/fineweb.yaml [--set key=value ...]
 
-Each input shard is one Ray Data row handled by one worker actor (read, extract, filter, write;
-see ``jobs/shard_worker.py``): a shard's output is written whole, and its ledger entry last, so a
+Each input shard goes whole to one worker actor (read, extract, filter, write; see
+``jobs/shard_runner.py`` and ``jobs/shard_pool.py``): a shard's output is written whole, and its ledger entry last, so a
 re-run skips finished shards.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -21,10 +22,12 @@ from jobs.cli import job_main, start_ray
 from jobs.config import Recipe
 from jobs.preflight import check_curate
 from jobs.progress import Progress
-from jobs.shard_runner import layout_of, storage_of
-from jobs.shard_worker import ShardWorker
+from jobs.shard_plan import plan_units
+from jobs.shard_pool import run_shards
+from jobs.shard_runner import ShardRunner, layout_of, storage_of
 from operators.io.ledger import to_do
 from operators.io.listing import resolve_inputs, shard_names
+from operators.io.shard import unit_name
 from operators.io.storage import join
 from operators.registry import operator_class
 from operators.schema import DOCUMENT_FIELDS
@@ -69,7 +72,8 @@ def aggregate(entries: list[dict]) -> dict:
         total["seconds"] = round(total["seconds"], 3)
         total["docs_per_s"] = round(total["in"] / total["seconds"], 1) if total["seconds"] else None
     return {
-        "shards": len(entries),
+        "shards": len({e["shard"] for e in entries}),
+        "parts": len(entries),
         "rows": dict(rows),
         "read": dict(sorted(read.items())),
         "bytes_read": sum(e["bytes_read"] for e in entries),
@@ -83,41 +87,40 @@ def run(recipe: Recipe) -> dict:
     check_curate(recipe)
     import ray
 
-    check_columns(recipe)
+    signals = check_columns(recipe)
     storage, layout = storage_of(recipe), layout_of(recipe)
     uris = resolve_inputs(storage, recipe.input.paths, recipe.input.crawl, recipe.input.format,
                           recipe.input.shards, recipe.input.limit)
     names = shard_names(uris)
     storage.sweep_staging(join(layout.root, layout.run))  # what a killed run was writing
     recorded = {n.removesuffix(".json") for n in storage.listdir(layout.ledger_dir)}
-    pending, changed = to_do(storage, names, layout.ledger, recorded)
-    todo = [{"uri": names[name], "shard": name} for name in pending]
-    log.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(names),
-             len(names) - len(todo), len(todo), len(changed))
     started = time.time()
-    failed = []
-    if todo:
+
+    @functools.cache
+    def workers() -> int:
         start_ray(recipe.ray)
-        workers = min(recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1)), len(todo))
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map_batches(ShardWorker, fn_constructor_kwargs={"recipe": recipe.model_dump(),
-                                                                "signals": check_columns(recipe)},
-                            batch_size=1, concurrency=workers, num_cpus=1)
+        return recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1))
+
+    units = plan_units(storage, names, recorded, workers, recipe.input.part_mb)
+    pending, changed = to_do(storage, {unit: uri for unit, (uri, _, _) in units.items()}, layout.ledger, recorded)
+    log.info("%d shards in %d parts: %d done before, %d to do (%d redone: input changed)", len(names), len(units),
+             len(units) - len(pending), len(pending), len(changed))
+    failed = []
+    if pending:
+        todo = [{"uri": units[unit][0], "shard": units[unit][1], "part": units[unit][2]} for unit in pending]
         progress = Progress("curate", len(todo))
-        for row in ds.iter_rows():
-            entry = json.loads(row["entry"])
+        for entry in run_shards(ShardRunner, (recipe, signals), todo, workers()):
             progress.shard_done(sum(entry.get("rows", {}).values()))
+            unit = unit_name(entry["shard"], entry["part"])
             if "error" in entry:
-                failed.append(entry)
-                log.error("shard %s failed: %s", entry["shard"], entry["error"])
+                failed.append({"shard": unit, "error": entry["error"]})
+                log.error("shard %s failed: %s", unit, entry["error"])
             else:
-                log.info("shard %s: %s rows kept in %.1fs", entry["shard"], entry["rows"]["data"],
-                         entry["seconds"])
-    entries = [json.loads(storage.read_bytes(layout.ledger(name))) for name in names
-               if storage.exists(layout.ledger(name))]
+                log.info("shard %s: %s rows kept in %.1fs", unit, entry["rows"]["data"], entry["seconds"])
+    entries = [json.loads(storage.read_bytes(layout.ledger(unit))) for unit in units
+               if storage.exists(layout.ledger(unit))]
     stats = aggregate(entries)
-    stats.update(run=layout.run, mode=recipe.mode, wall_seconds=round(time.time() - started, 3),
-                 failed=[{"shard": e["shard"], "error": e["error"]} for e in failed])
+    stats.update(run=layout.run, mode=recipe.mode, wall_seconds=round(time.time() - started, 3), failed=failed)
     storage.write_text(layout.stats, json.dumps(stats, indent=1))
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) failed: {', '.join(e['shard'] for e in failed)}")

@@ -22,23 +22,26 @@ def layout_of(recipe: Recipe) -> Layout:
 
 
 class ShardRunner:
-    """Loads the recipe's operators (and models) once; processes one shard per call."""
+    """The curation job's worker (a Ray actor, see ``jobs/shard_pool.py``): loads the recipe's operators
+    and models once, starting their child processes at once; processes one shard per call."""
 
     def __init__(self, recipe: Recipe, signals: dict):
         self.recipe = recipe
         self.storage = storage_of(recipe)
         self.operators = [build(name, params, self.storage) for name, params in recipe.steps]
+        for operator in self.operators:
+            operator.warm_up()
         self.schema = output_schema(signals)
 
-    def __call__(self, uri: str, shard: str) -> dict:
+    def run(self, uri: str, shard: str, part: tuple[int, int]) -> dict:
         try:
             return process_shard(
                 uri, shard, Chain(self.operators, self.recipe.mode), self.schema, self.storage,
                 layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
                 max_bytes=self.recipe.operator_params("extract")["max_bytes"],
-                keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression)
+                keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression, part=part)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)
-            return {"shard": shard, "source": uri, "error": f"{type(err).__name__}: {err}"}
+            return {"shard": shard, "part": part, "source": uri, "error": f"{type(err).__name__}: {err}"}
 

@@ -41,6 +41,9 @@ class Operator:
         """The columns a step with ``params`` adds (``adds``, unless a parameter names them)."""
         return cls.adds
 
+    def warm_up(self) -> None:
+        """Start what the first batch would otherwise wait for (a child process); workers call it at start."""
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
 

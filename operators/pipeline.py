@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.base import Operator
+from operators.filters.text import words
 
 
 class OperatorStats:
@@ -47,6 +48,7 @@ class Chain:
 
     def __call__(self, batch: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
         """Return (kept batch, rejected batches)."""
+        words.cache_clear()  # the filters share one tokenisation of this batch's documents, and only of these
         if "filter_reason" not in batch.column_names:
             batch = batch.append_column("filter_reason", pa.nulls(batch.num_rows, pa.string()))
         rejected = []

@@ -7,7 +7,8 @@ from collections import Counter
 
 import pyarrow as pa
 
-from operators.extract.html import Extract, decode_html
+from operators.extract.html import Extract
+from operators.extract.pages import decode_html
 from operators.io.storage import Storage
 from operators.io.warc import read_warc
 from tests.conftest import ENGLISH, html_page, write_warc, write_wet

@@ -11,67 +11,86 @@ rule does not depend on timing. A child that dies on a page (a native crash) cos
 
 from __future__ import annotations
 
-import multiprocessing
+import os
+import subprocess
+import sys
 import time
+from multiprocessing.connection import Connection
 
 START_S = 120.0  # a new child has this long to import its engine and say it is ready
+# a plain ``python -c`` child, not multiprocessing's spawn: spawn re-imports the parent's main module
+# (in a Ray worker, all of Ray), which triples the child's start-up
+CHILD = "import sys; from operators.extract.sandbox import serve; serve(*sys.argv[1:])"
 
 
-def _serve(conn, engine: str, main_content: bool) -> None:
-    from operators.extract.html import extract_page
+def serve(read_fd: str, write_fd: str, engine: str, main_content: str) -> None:
+    """The child: extract the pages it is sent one at a time, reporting each."""
+    inbox, outbox = Connection(int(read_fd), writable=False), Connection(int(write_fd), readable=False)
+    from operators.extract.pages import extract_page
 
-    conn.send("ready")
+    outbox.send("ready")
     while True:
         try:
-            jobs = conn.recv()
+            jobs = inbox.recv()
         except EOFError:
             return
         for i, html, ctype in jobs:
             started = time.perf_counter()
-            text, rule = extract_page(html, ctype, engine, main_content)
-            conn.send((i, text, rule, time.perf_counter() - started))
+            text, rule = extract_page(html, ctype, engine, main_content == "1")
+            outbox.send((i, text, rule, time.perf_counter() - started))
 
 
 class Sandbox:
     """``run(pages)`` -> ``[(text, rule)]`` with a hard wall-clock limit per page."""
 
     def __init__(self, engine: str, main_content: bool, timeout_s: float):
-        self.args = (engine, main_content)
+        self.args = (engine, "1" if main_content else "0")
         self.timeout_s = timeout_s
-        self.proc = self.conn = None
+        self.proc = self.inbox = self.outbox = None
+        self.ready = False
         self.restarts = 0
 
-    def _start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, child = context.Pipe()
-        self.proc = context.Process(target=_serve, args=(child, *self.args), daemon=True,
-                                    name="cc-refinery-extract")
-        self.proc.start()
-        child.close()
-        if not self.conn.poll(START_S) or self.conn.recv() != "ready":
+    def start(self) -> None:
+        """Start the child without waiting for it: its imports overlap the caller's own start-up."""
+        child_in, outbox = os.pipe()
+        inbox, child_out = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, str(child_in), str(child_out), *self.args],
+                                     pass_fds=(child_in, child_out), env=env, stdin=subprocess.DEVNULL)
+        os.close(child_in)
+        os.close(child_out)
+        self.inbox, self.outbox = Connection(inbox, writable=False), Connection(outbox, readable=False)
+        self.ready = False
+
+    def _wait_ready(self) -> None:
+        if not self.inbox.poll(START_S) or self.inbox.recv() != "ready":
             self.close()
             raise RuntimeError(f"the extraction process did not start within {START_S:.0f} s")
+        self.ready = True
 
     def close(self) -> None:
         if self.proc is not None:
             self.proc.kill()
-            self.proc.join()
-            self.conn.close()
-        self.proc = self.conn = None
+            self.proc.wait()
+            self.inbox.close()
+            self.outbox.close()
+        self.proc = self.inbox = self.outbox = None
 
     def run(self, pages: list[tuple[bytes, str | None]]) -> list[tuple[str | None, str | None]]:
         results: list[tuple[str | None, str | None]] = [(None, None)] * len(pages)
         pending = list(range(len(pages)))
         while pending:
             if self.proc is None:
-                self._start()
-            self.conn.send([(i, *pages[i]) for i in pending])
+                self.start()
+            if not self.ready:
+                self._wait_ready()
+            self.outbox.send([(i, *pages[i]) for i in pending])
             while pending:
                 try:
-                    if not self.conn.poll(self.timeout_s):  # the child is stuck on pages[pending[0]]
+                    if not self.inbox.poll(self.timeout_s):  # the child is stuck on pages[pending[0]]
                         results[pending.pop(0)] = (None, "timeout")
                         break
-                    i, text, rule, seconds = self.conn.recv()
+                    i, text, rule, seconds = self.inbox.recv()
                 except (EOFError, OSError):  # the child died on pages[pending[0]]
                     results[pending.pop(0)] = (None, "error")
                     break

@@ -264,7 +264,8 @@ def words(text: str) -> tuple[str, ...]:
     """Word tokens of ``text`` as spaCy's blank English tokenizer gives them (stripped, non-empty).
 
     Cached per text because several filters split the same documents one batch after the other (the
-    Gopher rules, FineWeb's): the cache holds a whole batch (up to 1024 documents); do not mutate the result.
+    Gopher rules, FineWeb's): the cache holds a whole batch (up to 1024 documents; ``Chain`` empties it
+    before each batch); do not mutate the result.
     """
     memo = _memo
     out: list[str] = []

@@ -36,10 +36,10 @@ class RangeReader:
     """``read(n)`` over ``open_at(offset)`` streams, re-opened at the current offset after a failure."""
 
     def __init__(self, name: str, open_at: Callable[[int], IO[bytes]], size: int | None,
-                 retries: int = 5, backoff_s: float = 1.0):
+                 retries: int = 5, backoff_s: float = 1.0, start: int = 0):
         self.name, self.open_at, self.size = name, open_at, size
         self.retries, self.backoff_s = retries, backoff_s
-        self.offset = 0
+        self.offset = start
         self.failures = 0  # transient failures recovered from (or not), for the shard's counts
         self.stream: IO[bytes] | None = None
 

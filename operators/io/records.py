@@ -6,6 +6,10 @@ reading resumes at the next gzip header, so one flipped byte costs one record, n
 the shard. Records inside a member are framed by :mod:`operators.io.frames`; records never span
 members. An uncompressed WARC is framed as one segment. A file that yields no record at all is
 not a WARC/WET file: :class:`NotAWarc`. Written by hand because no WARC library resynchronises.
+
+A byte range ``[start, end)`` of a gzipped file reads the members that *start* in it: from the
+first member at or after ``start`` (a gzip header whose data decompresses to ``WARC/1.``) up to
+the first member at or after ``end``, so the ranges of one file read each member exactly once.
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ class NotAWarc(ValueError):
 class Window:
     """Bytes read ahead from a sequential stream, addressed by file offset."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, start: int = 0):
         self.stream = stream
         self.buf = bytearray()
-        self.start = 0
+        self.start = start
         self.eof = False
 
     def _fill(self) -> None:
@@ -68,9 +72,27 @@ class Window:
             self._fill()
 
 
-def _members(window: Window, keep: int) -> Iterator[tuple[int, int, Frame | Problem]]:
-    pos, searching = 0, False  # searching: skipping a bad region, not yet at a good member
-    while window.get(pos, 1):
+def _starts_record(window: Window, pos: int) -> bool:
+    """Whether a gzip member that holds a WARC record starts at ``pos``."""
+    try:
+        head = zlib.decompressobj(31).decompress(window.get(pos, FEED), len(MAGIC))
+    except zlib.error:
+        return False
+    return head == MAGIC
+
+
+def _first_member(window: Window, pos: int) -> int:
+    """Offset of the first member at or after ``pos`` that holds a WARC record; -1 if none."""
+    while (pos := window.find(GZIP_MAGIC, pos)) >= 0 and not _starts_record(window, pos):
+        pos += 1
+    return pos
+
+
+def _members(window: Window, keep: int, start: int, end: int | None) -> Iterator[tuple[int, int, Frame | Problem]]:
+    pos, searching = start, False  # searching: skipping a bad region, not yet at a good member
+    if start and (pos := _first_member(window, start)) < 0:
+        return
+    while window.get(pos, 1) and (end is None or pos < end):
         if window.get(pos, 3) != GZIP_MAGIC:
             if not searching:
                 yield pos, 0, Problem(pos, "corrupt_record", "no gzip member starts here")
@@ -122,13 +144,17 @@ def _plain(window: Window, keep: int) -> Iterator[tuple[int, int, Frame | Proble
     yield from ((item.position, 0, item) for item in framer.finish(cut=True))
 
 
-def read_records(stream, name: str, keep: int) -> Iterator[tuple[int, int, Frame | Problem]]:
+def read_records(stream, name: str, keep: int, start: int = 0,
+                 end: int | None = None) -> Iterator[tuple[int, int, Frame | Problem]]:
     """Yield ``(offset, index, frame or problem)``: the file offset of the record's gzip member (or of
-    the record, uncompressed), its index in that member, and what was read there."""
-    window = Window(stream)
-    head = window.get(0, len(MAGIC))
-    if head.startswith(GZIP_MAGIC[:2]):
-        items = _members(window, keep)
+    the record, uncompressed), its index in that member, and what was read there. ``stream`` begins at
+    byte ``start``; a range (``start`` > 0 or ``end``) is read only from a gzipped file."""
+    window = Window(stream, start)
+    head = window.get(start, len(MAGIC))
+    if start or end is not None:
+        items = _members(window, keep, start, end)
+    elif head.startswith(GZIP_MAGIC[:2]):
+        items = _members(window, keep, 0, None)
     elif head == MAGIC:
         items = _plain(window, keep)
     else:

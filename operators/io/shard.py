@@ -5,6 +5,10 @@ last, so its presence means the shard is done (a crash before it leaves nothing 
 A shard is done only when its input was read to the end: a read that fails for good, or an input
 that is not a WARC/WET file, raises and leaves no ledger entry. The entry records the input's
 size and ETag (or mtime), so a re-run redoes a shard whose input changed.
+
+A large gzipped shard may be processed as ``n`` parts, each the gzip members that start in one
+``n``-th of its bytes (:func:`part_range`); a part is a unit of its own (output files and ledger
+entry named by :func:`unit_name`), and ids do not depend on the split.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from operators.io.layout import Layout
 from operators.io.ledger import commit_entry
 from operators.io.listing import crawl_of
 from operators.io.storage import Storage, discard
-from operators.io.warc import read_warc
+from operators.io.warc import leading_crawl, read_warc
 from operators.pipeline import Chain
 from operators.schema import conform
 
@@ -55,29 +59,49 @@ class _StagedParquet:
             discard(self.path)
 
 
+def unit_name(shard: str, part: tuple[int, int]) -> str:
+    """The name of part ``k`` of ``n`` of a shard (the shard's own name when it is not split)."""
+    k, n = part
+    return shard if n == 1 else f"{shard}.part{k}-of{n}"
+
+
+def part_range(size: int, part: tuple[int, int]) -> tuple[int, int | None]:
+    """Byte range ``[start, end)`` of part ``k`` of ``n`` (``end`` None: to the end of the file)."""
+    k, n = part
+    return size * k // n, (size * (k + 1) // n if k + 1 < n else None)
+
+
 def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage: Storage,
                   layout: Layout, *, batch_size: int, max_bytes: int, keep_rejected: bool,
-                  compression: str = "zstd") -> dict:
-    """Run ``chain`` over shard ``uri``; return the ledger entry that was written."""
+                  compression: str = "zstd", part: tuple[int, int] = (0, 1)) -> dict:
+    """Run ``chain`` over shard ``uri`` (or one part of it); return the ledger entry that was written."""
     started = time.time()
     counts: Counter = Counter()
     problems: list[dict] = []
     kept = _StagedParquet(storage, schema, compression)
     rejected = _StagedParquet(storage, schema, compression)
     identity = storage.stat(uri)
-    reader = storage.reader(uri, identity)
-    crawl = None
+    start, end = part_range(identity["size"], part) if part[1] > 1 else (0, None)
+    unit = unit_name(shard, part)
+    crawl = crawl_of(uri) or "unknown"
+    if start:
+        first = storage.reader(uri, identity)
+        try:
+            crawl = leading_crawl(first, uri) or crawl
+        finally:
+            first.close()
+    reader = storage.reader(uri, identity, start)
+    folder = None  # the crawl of the first batch names the output folder
     try:
-        for batch in read_warc(reader, uri, shard, crawl_of(uri) or "unknown", max_bytes, batch_size, counts,
-                               problems):
-            crawl = crawl or batch.column("crawl")[0].as_py()
+        for batch in read_warc(reader, uri, shard, crawl, max_bytes, batch_size, counts, problems, start, end):
+            folder = folder or batch.column("crawl")[0].as_py()
             good, bad = chain(batch)
-            kept.write(good, layout.data(crawl, shard))
+            kept.write(good, layout.data(folder, unit))
             if keep_rejected:
-                for part in bad:
-                    rejected.write(part, layout.rejected(crawl, shard))
-        crawl = crawl or crawl_of(uri) or "unknown"
-        kept.write(pa.table({}), layout.data(crawl, shard))
+                for rows in bad:
+                    rejected.write(rows, layout.rejected(folder, unit))
+        folder = folder or crawl
+        kept.write(pa.table({}), layout.data(folder, unit))
         outputs = {"data": kept.publish(), "rejected": rejected.publish()}
     except BaseException:
         kept.abandon()
@@ -89,16 +113,17 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
         counts["read.retries"] = reader.failures
     entry = {
         "shard": shard,
+        "part": list(part),
         "source": uri,
-        "crawl": crawl,
+        "crawl": folder,
         "outputs": outputs,
         "rows": {"data": kept.rows, "rejected": rejected.rows},
         "input": identity,
         "read": dict(sorted(counts.items())),
         "problems": problems,
-        "bytes_read": reader.offset,
+        "bytes_read": reader.offset - start,
         "operators": chain.stats_dict(),
         "seconds": round(time.time() - started, 3),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return commit_entry(storage, layout.ledger(shard), entry)
+    return commit_entry(storage, layout.ledger(unit), entry)

@@ -119,11 +119,11 @@ class Storage:
             raise
         return {"size": head["ContentLength"], "etag": head.get("ETag")}
 
-    def reader(self, uri: str, identity: dict) -> RangeReader:
-        """A sequential reader of ``uri`` (as ``stat`` saw it) that resumes at its offset after a dropped
-        connection and fails if the object changes meanwhile."""
+    def reader(self, uri: str, identity: dict, start: int = 0) -> RangeReader:
+        """A sequential reader of ``uri`` (as ``stat`` saw it) from byte ``start`` that resumes at its offset
+        after a dropped connection and fails if the object changes meanwhile."""
         return RangeReader(uri, lambda offset: self._open_at(uri, offset, identity), identity["size"],
-                           self.retries, self.retry_backoff_s)
+                           self.retries, self.retry_backoff_s, start)
 
     def _client_for(self, uri: str):
         return self._unsigned_client if self._anonymous_for(uri) else self._client

@@ -50,18 +50,28 @@ def warcinfo_crawl(body: bytes) -> str | None:
     return None
 
 
+def leading_crawl(stream, source: str) -> str | None:
+    """The crawl named by a warcinfo record in the file's first gzip member (a later part's crawl)."""
+    for _, _, item in read_records(stream, source, 1 << 20, 0, 1):
+        match = TYPE_RE.search(item.header) if isinstance(item, Frame) else None
+        if match and match.group(1).lower() == b"warcinfo":
+            return warcinfo_crawl(item.content)
+    return None
+
+
 def read_warc(stream, source: str, shard: str, crawl: str, max_bytes: int, batch_size: int,
-              counts: Counter, problems: list[dict]) -> Iterator[pa.Table]:
+              counts: Counter, problems: list[dict], start: int = 0, end: int | None = None) -> Iterator[pa.Table]:
     """Yield batches of raw documents from one WARC/WET stream.
 
     ``counts`` receives record counts by type and by problem (``read.<reason>``); ``problems``
     the first :data:`MAX_PROBLEMS` unreadable records with their offsets. ``crawl`` is used until
     a warcinfo record names one. HTML bodies larger than ``max_bytes`` and non-HTML bodies are
     not held: their rows carry ``raw_length`` and ``raw_content_type`` so extraction can count them.
+    ``start``/``end``: read only the gzip members that start in this byte range (``stream`` is at ``start``).
     """
     rows: dict[str, list] = {f.name: [] for f in READ_SCHEMA}
     record_ids: set[str] = set()
-    for offset, index, item in read_records(stream, source, max_bytes + HTTP_ALLOWANCE):
+    for offset, index, item in read_records(stream, source, max_bytes + HTTP_ALLOWANCE, start, end):
         if not isinstance(item, Frame):
             counts[f"read.{item.reason}"] += 1
             if len(problems) < MAX_PROBLEMS:

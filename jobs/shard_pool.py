@@ -1,0 +1,51 @@
+"""Run shards on a pool of Ray actors, one shard at a time each, the driver handing out the next.
+
+Each actor is a separate process that Ray restarts if it dies (a native crash in a reader, parser
+or model): the shard it was running is tried once more on the restarted actor, then reported
+failed. The driver holds only shard names and ledger entries. A plain actor pool, not Ray Data:
+a list of whole shards needs no streaming executor, and dropping it takes seconds off every run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+RESTARTS = 4  # per actor; a crash while loading the recipe's models fails every call instead
+ATTEMPTS = 2  # a shard whose actor died is run once more before it counts as failed
+
+
+def run_shards(runner: type, args: tuple, todo: list[dict], workers: int) -> Iterator[dict]:
+    """Yield one ledger entry (or the item with an ``error``) per item of ``todo`` (``runner.run``'s keyword
+    arguments) as each finishes."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    actor_class = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=0)(runner)
+    actors = [actor_class.remote(*args) for _ in range(min(workers, len(todo)))]
+    queue = deque((item, 1) for item in todo)
+    running: dict = {}
+
+    def submit(actor) -> None:
+        if queue:
+            item, attempt = queue.popleft()
+            running[actor.run.remote(**item)] = (actor, item, attempt)
+
+    for actor in actors:
+        submit(actor)
+    while running:
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        actor, item, attempt = running.pop(ref)
+        try:
+            yield ray.get(ref)
+        except RayActorError as err:
+            if attempt < ATTEMPTS:
+                queue.appendleft((item, attempt + 1))
+            else:
+                yield {**item, "error": f"worker process died {attempt} times on this shard: {_first_line(err)}"}
+        submit(actor)
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
