@@ -1,19 +1,24 @@
-"""Throughput of read + extract + filter on real pages: per stage, and the whole job on 1 and 2 workers.
+"""Throughput of curation on real pages: per operator, the quality chain, and the whole job as a command.
 
-    python -m benchmarks.curate_throughput [--warc FILE] [--copies 4] [--skip-peer]
+    python -m benchmarks.curate_throughput [--warc FILE] [--shards 3] [--copies 3] [--skip-peer]
 
-Per stage: one process runs the fineweb recipe's operators over the file's batches and reports
+Per operator: one process runs the fineweb recipe's operators over the file's batches and reports
 docs/s and MB/s per core (MB of HTML for read and extract, of text after). The quality chain: the
-four quality filters, ours and datatrove's, on the file's extracted texts (x3, every language). Whole job: the file is
-copied ``--copies`` times as shards and the curation job runs on local Ray with 1 and 2 workers.
-The peer (datatrove, same filters, trafilatura as FineWeb ran it) runs on the same shards.
+four quality filters, ours and datatrove's, on the file's distinct extracted texts (every language).
+Whole job: ``--shards`` shards, each the file ``--copies`` times over, run by the commands a user
+runs, timed from outside (Python, imports, a fresh local Ray started and stopped: all included):
+``python -m jobs.curate`` with 1 and 2 workers, and datatrove's LocalPipelineExecutor (same filters,
+trafilatura as FineWeb ran it) on the same files; the job's ``_stats.json`` says where its time went.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -22,7 +27,6 @@ from pathlib import Path
 from benchmarks.filter_chain import chain_rows
 from benchmarks.real_pages import real_texts
 from jobs.config import load_recipe
-from jobs.curate import run
 from operators.io.storage import Storage
 from operators.io.warc import read_warc
 from operators.pipeline import Chain
@@ -60,77 +64,97 @@ def stage_rows(warc: Path, engine: str) -> list[tuple]:
     return rows
 
 
-def job_rows(shards: list[Path], out: Path, engine: str, html_mb: float) -> list[tuple]:
-    rows = []
-    for workers in (1, 2):
-        target = out / f"{engine}-{workers}"
-        recipe = load_recipe(str(RECIPE), [f"input.paths={shards[0].parent}/*.warc.gz",
-                                           f"output.root={target}", f"ray.workers={workers}",
-                                           f"pipeline.extract.engine={engine}"])
-        start = time.perf_counter()
-        stats = run(recipe)
-        seconds = time.perf_counter() - start
-        docs = stats["read"].get("read.response", 0)
-        rows.append((f"cc-refinery job ({engine}), {workers} worker(s)", docs, html_mb * len(shards),
-                     seconds, workers))
-        # fixed cost: the wall time the workers were not processing shards (Ray, actors, children, models)
-        startup = seconds - stats["seconds"] / workers
-        rows.append((f"  of which start-up and idle, {workers} worker(s)", None, None, startup, workers))
-    return rows
-
-
-def peer_rows(shards: list[Path], html_mb: float) -> list[tuple]:
-    from benchmarks.datatrove_baseline import run_baseline
-
-    rows = []
-    for workers in (1, 2):
-        result = run_baseline([str(s) for s in shards], workers=workers)
-        rows.append((f"datatrove (trafilatura), {workers} worker(s)", result["docs"],
-                     html_mb * len(shards), result["seconds"], workers))
-    return rows
-
-
 def print_table(rows: list[tuple]) -> None:
-    print(f"| {'stage':<44} | {'docs':>6} | {'MB':>7} | {'seconds':>8} | {'docs/s/core':>11} | {'MB/s/core':>9} |")
+    """Operators and the chain, one core: (stage, docs, MB, seconds) rows."""
+    print(f"| {'stage, one core':<44} | {'docs':>6} | {'MB':>7} | {'seconds':>8} | docs/s/core | MB/s/core |")
     print(f"|{'-' * 46}|{'-' * 8}|{'-' * 9}|{'-' * 10}|{'-' * 13}|{'-' * 11}|")
-    for name, docs, mb, seconds, *cores in rows:
-        per_core = seconds * (cores[0] if cores else 1)
-        if docs is None:  # a share of a job's wall time, not a throughput
-            print(f"| {name:<44} | {'':>6} | {'':>7} | {seconds:>8.2f} | {'':>11} | {'':>9} |")
-            continue
-        print(f"| {name:<44} | {docs:>6} | {mb:>7.1f} | {seconds:>8.2f} | {docs / per_core:>11.1f} | "
-              f"{mb / per_core:>9.2f} |")
+    for name, docs, mb, seconds in rows:
+        print(f"| {name:<44} | {docs:>6} | {mb:>7.1f} | {seconds:>8.2f} | {docs / seconds:>11.1f} | "
+              f"{mb / seconds:>9.2f} |")
+
+
+def make_shards(warc: Path, folder: Path, shards: int, copies: int) -> list[Path]:
+    """``shards`` files, each ``copies`` copies of ``warc`` one after the other (gzip members concatenate)."""
+    folder.mkdir(parents=True)
+    data = warc.read_bytes() * copies
+    paths = [folder / f"pages-{i}.warc.gz" for i in range(shards)]
+    for path in paths:
+        path.write_bytes(data)
+    return paths
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "LOG_LEVEL": "WARNING"})
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command[:4])} failed: {done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def job_runs(shards: list[Path], out: Path, skip_peer: bool) -> list[dict]:
+    """One row per command: ours (resiliparse) and ours (trafilatura) and datatrove, by workers."""
+    runs = []
+    for engine, workers in (("resiliparse", 1), ("resiliparse", 2), ("trafilatura", 2)):
+        target = out / f"{engine}-{workers}"
+        seconds, _ = timed([sys.executable, "-m", "jobs.curate", "--config", str(RECIPE),
+                            "--set", f"input.paths={shards[0].parent}/*.warc.gz", "--set", f"output.root={target}",
+                            "--set", f"ray.workers={workers}", "--set", f"pipeline.extract.engine={engine}"])
+        stats = json.loads((target / "fineweb" / "filter" / "_stats.json").read_text())
+        runs.append({"tool": f"cc-refinery ({engine})", "workers": workers, "docs": stats["read"]["read.response"],
+                     "seconds": seconds, "kept": stats["rows"]["data"], "timing": stats["timing"],
+                     "busy": stats["seconds"]})
+    if not skip_peer:
+        for workers in (1, 2):
+            seconds, _ = timed([sys.executable, "-m", "benchmarks.datatrove_baseline", *map(str, shards),
+                                "--workers", str(workers), "--no-count"])
+            runs.append({"tool": "datatrove (trafilatura)", "workers": workers, "docs": runs[0]["docs"],
+                         "seconds": seconds})
+    return runs
+
+
+def print_job_table(runs: list[dict]) -> None:
+    peer = {r["workers"]: r["seconds"] for r in runs if r["tool"].startswith("datatrove")}
+    print(f"| {'whole job, one command':<30} | workers | {'docs':>5} | {'seconds':>7} | docs/s/core | x datatrove | "
+          "Ray start s | shards s | of which idle s | other s |")
+    print(f"|{'-' * 32}|---------|-------|---------|-------------|-------------|-------------|----------|"
+          "-----------------|---------|")
+    for r in runs:
+        ratio = f"{peer[r['workers']] / r['seconds']:.1f}" if r["workers"] in peer else ""
+        cells = ["", "", "", ""]
+        if "timing" in r:
+            t, w = r["timing"], r["workers"]
+            cells = [f"{t['ray_start_s']:.2f}", f"{t['pool_s']:.2f}", f"{t['pool_s'] - r['busy'] / w:.2f}",
+                     f"{r['seconds'] - t['ray_start_s'] - t['pool_s']:.2f}"]
+        print(f"| {r['tool']:<30} | {r['workers']:>7} | {r['docs']:>5} | {r['seconds']:>7.2f} | "
+              f"{r['docs'] / r['seconds'] / r['workers']:>11.1f} | {ratio:>11} | {cells[0]:>11} | {cells[1]:>8} | "
+              f"{cells[2]:>15} | {cells[3]:>7} |")
+    ours = {r["workers"]: r["seconds"] for r in runs if r["tool"] == "cc-refinery (resiliparse)"}
+    print(f"1 -> 2 workers, cc-refinery (resiliparse): whole command {ours[1] / ours[2]:.2f}x; shards phase "
+          f"{runs[0]['timing']['pool_s'] / runs[1]['timing']['pool_s']:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warc", type=Path, default=DEFAULT_WARC)
-    parser.add_argument("--copies", type=int, default=8, help="shards for the whole-job runs")
+    parser.add_argument("--shards", type=int, default=3, help="shards for the whole-job runs")
+    parser.add_argument("--copies", type=int, default=3, help="copies of --warc in each shard")
     parser.add_argument("--skip-peer", action="store_true", help="do not run datatrove")
     args = parser.parse_args()
     if not args.warc.exists():
         raise SystemExit(f"benchmark input {args.warc} not found (it lives in ../shared/data)")
-    import ray
-
-    ray.init(include_dashboard=False, log_to_driver=False)
     rows = stage_rows(args.warc, "resiliparse") + stage_rows(args.warc, "trafilatura")
-    rows += chain_rows(str(RECIPE), real_texts(args.warc) * 3, not args.skip_peer)
-    html_mb = rows[0][2]
+    rows += chain_rows(str(RECIPE), real_texts(args.warc), not args.skip_peer)
+    print_table(rows)
     work = Path(tempfile.mkdtemp(prefix="cc-refinery-bench-"))
     try:
-        shards = []
-        for i in range(args.copies):
-            shards.append(work / "in" / f"pages-{i}.warc.gz")
-            shards[-1].parent.mkdir(exist_ok=True)
-            shutil.copy(args.warc, shards[-1])
-        for engine in ("resiliparse", "trafilatura"):
-            rows += job_rows(shards, work / "out", engine, html_mb)
-        if not args.skip_peer:
-            rows += peer_rows(shards, html_mb)
+        runs = job_runs(make_shards(args.warc, work / "in", args.shards, args.copies), work / "out", args.skip_peer)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_table(rows)
-    print(json.dumps({"input": str(args.warc), "copies": args.copies}))
+    print()
+    print_job_table(runs)
+    print(json.dumps({"input": str(args.warc), "shards": args.shards, "copies": args.copies,
+                      "cpus": os.cpu_count()}))
 
 
 if __name__ == "__main__":

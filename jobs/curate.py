@@ -23,7 +23,7 @@ from jobs.config import Recipe
 from jobs.preflight import check_curate
 from jobs.progress import Progress
 from jobs.shard_plan import plan_units
-from jobs.shard_pool import run_shards
+from jobs.shard_pool import ShardPool
 from jobs.shard_runner import ShardRunner, layout_of, storage_of
 from operators.io.ledger import to_do
 from operators.io.listing import resolve_inputs, shard_names
@@ -95,13 +95,17 @@ def run(recipe: Recipe) -> dict:
     storage.sweep_staging(join(layout.root, layout.run))  # what a killed run was writing
     recorded = {n.removesuffix(".json") for n in storage.listdir(layout.ledger_dir)}
     started = time.time()
+    timing = {}  # wall seconds of the job's phases, for finding where fixed cost goes
 
     @functools.cache
-    def workers() -> int:
+    def pool() -> ShardPool:
+        """Ray and the workers, started as soon as they are known to be needed."""
         start_ray(recipe.ray)
-        return recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1))
+        timing["ray_start_s"] = round(time.time() - started, 3)
+        return ShardPool(ShardRunner, (recipe, signals),
+                         recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1)))
 
-    units = plan_units(storage, names, recorded, workers, recipe.input.part_mb)
+    units = plan_units(storage, names, recorded, lambda: len(pool().actors), recipe.input.part_mb)
     pending, changed = to_do(storage, {unit: uri for unit, (uri, _, _) in units.items()}, layout.ledger, recorded)
     log.info("%d shards in %d parts: %d done before, %d to do (%d redone: input changed)", len(names), len(units),
              len(units) - len(pending), len(pending), len(changed))
@@ -109,7 +113,8 @@ def run(recipe: Recipe) -> dict:
     if pending:
         todo = [{"uri": units[unit][0], "shard": units[unit][1], "part": units[unit][2]} for unit in pending]
         progress = Progress("curate", len(todo))
-        for entry in run_shards(ShardRunner, (recipe, signals), todo, workers()):
+        pool_started = time.time()
+        for entry in pool().run(todo):
             progress.shard_done(sum(entry.get("rows", {}).values()))
             unit = unit_name(entry["shard"], entry["part"])
             if "error" in entry:
@@ -117,10 +122,12 @@ def run(recipe: Recipe) -> dict:
                 log.error("shard %s failed: %s", unit, entry["error"])
             else:
                 log.info("shard %s: %s rows kept in %.1fs", unit, entry["rows"]["data"], entry["seconds"])
+        timing.update(workers=len(pool().actors), pool_s=round(time.time() - pool_started, 3))
     entries = [json.loads(storage.read_bytes(layout.ledger(unit))) for unit in units
                if storage.exists(layout.ledger(unit))]
     stats = aggregate(entries)
-    stats.update(run=layout.run, mode=recipe.mode, wall_seconds=round(time.time() - started, 3), failed=failed)
+    stats.update(run=layout.run, mode=recipe.mode, wall_seconds=round(time.time() - started, 3), timing=timing,
+                 failed=failed)
     storage.write_text(layout.stats, json.dumps(stats, indent=1))
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) failed: {', '.join(e['shard'] for e in failed)}")

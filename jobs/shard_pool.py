@@ -15,35 +15,43 @@ RESTARTS = 4  # per actor; a crash while loading the recipe's models fails every
 ATTEMPTS = 2  # a shard whose actor died is run once more before it counts as failed
 
 
-def run_shards(runner: type, args: tuple, todo: list[dict], workers: int) -> Iterator[dict]:
-    """Yield one ledger entry (or the item with an ``error``) per item of ``todo`` (``runner.run``'s keyword
-    arguments) as each finishes."""
-    import ray
-    from ray.exceptions import RayActorError
+class ShardPool:
+    """``workers`` actors of ``runner(*args)``, started at once (they load their models while the driver
+    plans); ``run(todo)`` hands them the shards."""
 
-    actor_class = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=0)(runner)
-    actors = [actor_class.remote(*args) for _ in range(min(workers, len(todo)))]
-    queue = deque((item, 1) for item in todo)
-    running: dict = {}
+    def __init__(self, runner: type, args: tuple, workers: int):
+        import ray
 
-    def submit(actor) -> None:
-        if queue:
-            item, attempt = queue.popleft()
-            running[actor.run.remote(**item)] = (actor, item, attempt)
+        actor_class = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=0)(runner)
+        self.actors = [actor_class.remote(*args) for _ in range(workers)]
 
-    for actor in actors:
-        submit(actor)
-    while running:
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, item, attempt = running.pop(ref)
-        try:
-            yield ray.get(ref)
-        except RayActorError as err:
-            if attempt < ATTEMPTS:
-                queue.appendleft((item, attempt + 1))
-            else:
-                yield {**item, "error": f"worker process died {attempt} times on this shard: {_first_line(err)}"}
-        submit(actor)
+    def run(self, todo: list[dict]) -> Iterator[dict]:
+        """Yield one ledger entry (or the item with an ``error``) per item of ``todo`` (``runner.run``'s
+        keyword arguments) as each finishes."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        queue = deque((item, 1) for item in todo)
+        running: dict = {}
+
+        def submit(actor) -> None:
+            if queue:
+                item, attempt = queue.popleft()
+                running[actor.run.remote(**item)] = (actor, item, attempt)
+
+        for actor in self.actors:
+            submit(actor)
+        while running:
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, item, attempt = running.pop(ref)
+            try:
+                yield ray.get(ref)
+            except RayActorError as err:
+                if attempt < ATTEMPTS:
+                    queue.appendleft((item, attempt + 1))
+                else:
+                    yield {**item, "error": f"worker process died {attempt} times on this shard: {_first_line(err)}"}
+            submit(actor)
 
 
 def _first_line(err: BaseException) -> str:
