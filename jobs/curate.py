@@ -107,7 +107,8 @@ def run(recipe: Recipe) -> dict:
 
     units = plan_units(storage, names, recorded, lambda: len(pool().actors), recipe.input.part_mb)
     pending, changed = to_do(storage, {unit: uri for unit, (uri, _, _) in units.items()}, layout.ledger, recorded)
-    log.info("%d shards in %d parts: %d done before, %d to do (%d redone: input changed)", len(names), len(units),
+    split = f" in {len(units)} parts" if len(units) > len(names) else ""
+    log.info("%d shards%s: %d done before, %d to do (%d redone: input changed)", len(names), split,
              len(units) - len(pending), len(pending), len(changed))
     failed = []
     if pending:

@@ -20,13 +20,9 @@ from functools import cached_property
 from typing import IO
 from urllib.parse import urlparse
 
-import boto3
 import botocore.exceptions
 import pyarrow.fs as pafs
 import requests
-import smart_open
-from botocore import UNSIGNED
-from botocore.config import Config as BotoConfig
 
 from operators.io.ranged import InputChanged, RangeReader
 
@@ -86,6 +82,10 @@ class Storage:
         return self._make_client(signed=False)
 
     def _make_client(self, signed: bool):
+        import boto3  # imported on first use: a fifth of a second off every worker's start on local files
+        from botocore import UNSIGNED
+        from botocore.config import Config as BotoConfig
+
         config = BotoConfig(retries={"mode": "adaptive", "max_attempts": self.retries + 1},
                             signature_version=None if signed else UNSIGNED)
         return boto3.client("s3", endpoint_url=self.endpoint_url or None, region_name=self.region,
@@ -95,6 +95,8 @@ class Storage:
         """A streaming binary reader; nothing is downloaded to disk first."""
         if not is_s3(uri):
             return open(uri, "rb")
+        import smart_open  # imported on first use, as boto3
+
         if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
             return smart_open.open(CC_HTTPS + split_s3(uri)[1], "rb", compression="disable")
         return smart_open.open(uri, "rb", compression="disable", transport_params={"client": self._client_for(uri)})
