@@ -25,10 +25,12 @@ from jobs.progress import Progress
 from jobs.shard_plan import plan_units
 from jobs.shard_pool import ShardPool
 from jobs.shard_runner import ShardRunner, layout_of, storage_of
+from operators.io.layout import Layout
 from operators.io.ledger import to_do
 from operators.io.listing import resolve_inputs, shard_names
+from operators.io.run_lock import RunLock
 from operators.io.shard import unit_name
-from operators.io.storage import join
+from operators.io.storage import Storage, join
 from operators.registry import operator_class
 from operators.schema import DOCUMENT_FIELDS
 
@@ -85,13 +87,19 @@ def aggregate(entries: list[dict]) -> dict:
 def run(recipe: Recipe) -> dict:
     """Run the job; return the stage stats. Raises if any shard failed (after the others finish)."""
     check_curate(recipe)
-    import ray
-
     signals = check_columns(recipe)
     storage, layout = storage_of(recipe), layout_of(recipe)
     uris = resolve_inputs(storage, recipe.input.paths, recipe.input.crawl, recipe.input.format,
                           recipe.input.shards, recipe.input.limit)
     names = shard_names(uris)
+    with RunLock(storage, join(layout.stage_dir, "_lock.json"), f"output {layout.stage_dir}"):
+        return _run_locked(recipe, signals, storage, layout, names)
+
+
+def _run_locked(recipe: Recipe, signals: dict, storage: Storage, layout: Layout, names: dict[str, str]) -> dict:
+    """The run, once this process holds the output."""
+    import ray
+
     storage.sweep_staging(join(layout.root, layout.run))  # what a killed run was writing
     recorded = {n.removesuffix(".json") for n in storage.listdir(layout.ledger_dir)}
     started = time.time()
@@ -110,7 +118,7 @@ def run(recipe: Recipe) -> dict:
     split = f" in {len(units)} parts" if len(units) > len(names) else ""
     log.info("%d shards%s: %d done before, %d to do (%d redone: input changed)", len(names), split,
              len(units) - len(pending), len(pending), len(changed))
-    failed = []
+    failed, retried = [], []
     if pending:
         todo = [{"uri": units[unit][0], "shard": units[unit][1], "part": units[unit][2]} for unit in pending]
         progress = Progress("curate", len(todo))
@@ -124,11 +132,12 @@ def run(recipe: Recipe) -> dict:
             else:
                 log.info("shard %s: %s rows kept in %.1fs", unit, entry["rows"]["data"], entry["seconds"])
         timing.update(workers=len(pool().actors), pool_s=round(time.time() - pool_started, 3))
+        retried = [{"shard": unit_name(r["shard"], r["part"]), "error": r["error"]} for r in pool().retried]
     entries = [json.loads(storage.read_bytes(layout.ledger(unit))) for unit in units
                if storage.exists(layout.ledger(unit))]
     stats = aggregate(entries)
     stats.update(run=layout.run, mode=recipe.mode, wall_seconds=round(time.time() - started, 3), timing=timing,
-                 failed=failed)
+                 retried=retried, failed=failed)
     storage.write_text(layout.stats, json.dumps(stats, indent=1))
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) failed: {', '.join(e['shard'] for e in failed)}")

@@ -8,9 +8,11 @@ a list of whole shards needs no streaming executor, and dropping it takes second
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterator
 
+log = logging.getLogger("cc_refinery.pool")
 RESTARTS = 4  # per actor; a crash while loading the recipe's models fails every call instead
 ATTEMPTS = 2  # a shard whose actor died is run once more before it counts as failed
 
@@ -24,6 +26,7 @@ class ShardPool:
 
         actor_class = ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=0)(runner)
         self.actors = [actor_class.remote(*args) for _ in range(workers)]
+        self.retried: list[dict] = []  # shards whose worker died under them, run again
 
     def run(self, todo: list[dict]) -> Iterator[dict]:
         """Yield one ledger entry (or the item with an ``error``) per item of ``todo`` (``runner.run``'s
@@ -48,6 +51,8 @@ class ShardPool:
                 yield ray.get(ref)
             except RayActorError as err:
                 if attempt < ATTEMPTS:
+                    log.warning("worker died on %s (%s): running it again", item["shard"], _first_line(err))
+                    self.retried.append({**item, "error": _first_line(err)})
                     queue.appendleft((item, attempt + 1))
                 else:
                     yield {**item, "error": f"worker process died {attempt} times on this shard: {_first_line(err)}"}

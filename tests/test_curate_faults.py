@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -228,3 +229,47 @@ def test_killed_mid_run_and_restarted_the_output_reads_as_a_clean_run(tmp_path):
         clean = pads.dataset(str(tmp_path / "clean" / "fineweb" / tree), format="parquet").to_table()
         assert sorted(after_kill.column("id").to_pylist()) == sorted(clean.column("id").to_pylist())
         assert after_kill.num_rows == len(set(after_kill.column("id").to_pylist()))
+
+
+def _pids(title: str) -> list[int]:
+    """Processes whose command line is ``title`` (what Ray shows for an actor's running task)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == title:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_shard_is_restarted_and_the_shard_redone(tmp_path, ray_local):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        write_warc(tmp_path / "in" / f"k{i}.warc.gz", pages(60, f"k{i}"))
+    killed: list[int] = []
+
+    def kill_the_first_running_worker() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for pid in _pids("ray::ShardRunner.run"):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_first_running_worker)
+    killer.start()
+    result = run(recipe(tmp_path, f"{tmp_path}/in/*.warc.gz", "ray.workers=1"))
+    killer.join()
+
+    assert killed, "no worker was seen running a shard"
+    assert result["failed"] == [] and len(result["retried"]) == 1
+    assert result["retried"][0]["shard"] in {"k0.warc", "k1.warc", "k2.warc"}
+    clean = run(recipe(tmp_path / "clean", f"{tmp_path}/in/*.warc.gz", "ray.workers=1"))
+    assert (result["rows"], result["read"]) == (clean["rows"], clean["read"])
+    kept, rejected = outputs(tmp_path)
+    clean_kept, clean_rejected = outputs(tmp_path / "clean")
+    assert sorted(r["id"] for r in kept + rejected) == sorted(r["id"] for r in clean_kept + clean_rejected)
+    assert len(kept + rejected) == 180 == len({r["id"] for r in kept + rejected})
