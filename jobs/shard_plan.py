@@ -38,6 +38,14 @@ def recorded_splits(names: dict[str, str], recorded: set[str]) -> dict[str, int]
     return {shard: ns.pop() for shard, ns in splits.items()}
 
 
+def _size(storage: Storage, uri: str) -> int:
+    """The input's size; 0 if it is gone (its worker then fails it by name, and the others go on)."""
+    try:
+        return storage.stat(uri)["size"]
+    except (FileNotFoundError, PermissionError):
+        return 0
+
+
 def plan_units(storage: Storage, names: dict[str, str], recorded: set[str], workers: Callable[[], int],
                part_mb: float | None) -> dict[str, tuple[str, str, tuple[int, int]]]:
     """``{unit: (uri, shard, (k, n))}`` in input order; ``workers()`` is asked only for shards without entries."""
@@ -45,10 +53,10 @@ def plan_units(storage: Storage, names: dict[str, str], recorded: set[str], work
     fresh = [s for s in names if s not in splits and names[s].endswith(".gz")]
     if fresh and (part_mb is not None or len(names) < PARTS_PER_WORKER * workers()):
         with ThreadPoolExecutor(THREADS) as pool:
-            sizes = dict(zip(fresh, pool.map(lambda s: storage.stat(names[s])["size"], fresh), strict=True))
+            sizes = dict(zip(fresh, pool.map(lambda s: _size(storage, names[s]), fresh), strict=True))
         auto = max(MIN_PART_MB * 1e6, sum(sizes.values()) / (PARTS_PER_WORKER * workers()))
         part = part_mb * 1e6 if part_mb else auto
-        splits.update({s: max(1, math.ceil(size / part)) for s, size in sizes.items()})
+        splits.update({s: max(1, math.ceil(size / part)) for s, size in sizes.items()})  # gone: 1 part, to fail
     units = {}
     for shard, uri in names.items():
         n = splits.get(shard, 1)

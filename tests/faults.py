@@ -8,7 +8,33 @@ import select
 import socket
 import struct
 import threading
+import time
 import zlib
+
+
+def forward(client: socket.socket, upstream: socket.socket, cut=lambda size: False, dropped=lambda: False) -> None:
+    """Forward both ways in one thread, so that closing the sockets resets them at once: reset when
+    ``dropped()``, or when ``cut(n)`` says so of ``n`` bytes coming back."""
+    try:
+        while True:
+            if dropped():
+                return close_pair(client, upstream, reset=True)
+            for src in select.select([client, upstream], [], [], 0.05)[0]:
+                data = src.recv(65536)
+                if not data:
+                    return close_pair(client, upstream, reset=False)
+                if src is upstream and cut(len(data)):
+                    return close_pair(client, upstream, reset=True)
+                (upstream if src is client else client).sendall(data)
+    except OSError:
+        close_pair(client, upstream, reset=False)
+
+
+def close_pair(client: socket.socket, upstream: socket.socket, reset: bool) -> None:
+    for s in (client, upstream):
+        if reset:  # a real TCP RST
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
 
 
 class DroppingProxy:
@@ -38,24 +64,10 @@ class DroppingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, upstream, self.opened), daemon=True).start()
+            number = self.opened
+            threading.Thread(target=forward, args=(client, upstream, self._cut, lambda n=number: n < self.drop_below),
+                             daemon=True).start()
             self.opened += 1
-
-    def _pump(self, client: socket.socket, upstream: socket.socket, number: int) -> None:
-        """Forward both ways in one thread, so that closing the sockets resets them at once."""
-        try:
-            while True:
-                if number < self.drop_below:
-                    return self._close(client, upstream, reset=True)
-                for src in select.select([client, upstream], [], [], 0.05)[0]:
-                    data = src.recv(65536)
-                    if not data:
-                        return self._close(client, upstream, reset=False)
-                    if src is upstream and self._cut(len(data)):
-                        return self._close(client, upstream, reset=True)
-                    (upstream if src is client else client).sendall(data)
-        except OSError:
-            self._close(client, upstream, reset=False)
 
     def _cut(self, size: int) -> bool:
         """Count ``size`` bytes going back; whether the connection is to be reset instead."""
@@ -64,13 +76,6 @@ class DroppingProxy:
             cut = (self.cuts == 0 and self.sent >= self.cut_at) or (self.cuts > 0 and self.down_after)
             self.cuts += cut
             return cut
-
-    @staticmethod
-    def _close(client: socket.socket, upstream: socket.socket, reset: bool) -> None:
-        for s in (client, upstream):
-            if reset:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()
 
     def drop_all(self) -> None:
         """Reset every connection open now (at its next forwarded chunk)."""
@@ -102,3 +107,67 @@ def shift_length(record: bytes, delta: int) -> bytes:
     """The record with its WARC Content-Length off by ``delta`` (a lying header)."""
     return re.sub(rb"Content-Length: (\d+)", lambda m: b"Content-Length: %d" % (int(m.group(1)) + delta), record,
                   count=1)
+
+
+class FaultyHttpProxy:
+    """An HTTP proxy to an S3 server that answers some requests itself: ``503 SlowDown`` to every
+    ``slow_down_every``-th of the first ``faults`` requests, ``404 NoSuchKey`` for keys ending in
+    ``missing``, and a ``delay_s`` pause before each forwarded one. Each request gets its own connection
+    (``Connection: close`` is forced), so every request is seen."""
+
+    def __init__(self, upstream: str, faults: int, slow_down_every: int = 2, missing: str | None = None,
+                 delay_s: float = 0.0):
+        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = (host, int(port))
+        self.faults, self.every, self.missing, self.delay_s = faults, slow_down_every, missing, delay_s
+        self.requests = self.slow_downs = self.not_found = 0
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = client.recv(65536)
+            if not data:
+                client.close()
+                return
+            head += data
+        head, rest = head.split(b"\r\n\r\n", 1)
+        method, target = head.split(b" ", 2)[:2]
+        with self.lock:
+            self.requests += 1
+            number = self.requests
+        path = target.split(b"?")[0].decode()
+        if self.missing and path.endswith(self.missing):
+            with self.lock:
+                self.not_found += 1
+            return self._answer(client, method, b"404 Not Found", b"NoSuchKey")
+        if number <= self.faults and number % self.every == 0:
+            with self.lock:
+                self.slow_downs += 1
+            return self._answer(client, method, b"503 Slow Down", b"SlowDown")
+        time.sleep(self.delay_s)
+        lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+        upstream = socket.create_connection(self.upstream)
+        upstream.sendall(b"\r\n".join([*lines, b"Connection: close"]) + b"\r\n\r\n" + rest)
+        forward(client, upstream)
+
+    @staticmethod
+    def _answer(client: socket.socket, method: bytes, status: bytes, code: bytes) -> None:
+        body = b"" if method == b"HEAD" else b"<Error><Code>" + code + b"</Code><Message>injected</Message></Error>"
+        client.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\nContent-Length: "
+                       + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        client.close()
+
+    def close(self) -> None:
+        self.server.close()

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pytest
 
 from jobs.config import load_recipe
 from jobs.curate import run
 from tests.conftest import ENGLISH, ROOT, html_page, write_warc
-from tests.faults import DroppingProxy, members
+from tests.faults import DroppingProxy, FaultyHttpProxy, members
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 
@@ -273,3 +274,32 @@ def test_a_worker_killed_mid_shard_is_restarted_and_the_shard_redone(tmp_path, r
     clean_kept, clean_rejected = outputs(tmp_path / "clean")
     assert sorted(r["id"] for r in kept + rejected) == sorted(r["id"] for r in clean_kept + clean_rejected)
     assert len(kept + rejected) == 180 == len({r["id"] for r in kept + rejected})
+
+
+@pytest.mark.slow
+def test_slow_down_answers_slow_responses_and_a_vanished_input(tmp_path, ray_local, s3_server, s3_client):
+    s3_client.create_bucket(Bucket="faulty")
+    for name in ("a", "b", "gone"):
+        path = write_warc(tmp_path / f"{name}.warc.gz", pages(20, name))
+        s3_client.upload_file(str(path), "faulty", f"in/{name}.warc.gz")
+    # every 3rd of the first 60 requests answered 503 SlowDown, the rest delayed; "gone" is listed, then 404
+    proxy = FaultyHttpProxy(s3_server, faults=60, slow_down_every=3, missing="/in/gone.warc.gz", delay_s=0.05)
+    try:
+        with pytest.raises(RuntimeError, match=r"1 shard\(s\) failed: gone.warc$"):
+            run(recipe(tmp_path, "s3://faulty/in/*.warc.gz", f"storage.endpoint_url={proxy.url}",
+                       "output.root=s3://faulty/out"))
+    finally:
+        proxy.close()
+
+    assert proxy.slow_downs >= 5 and proxy.not_found >= 1
+    written = json.loads(s3_client.get_object(Bucket="faulty", Key="out/fineweb/filter/_stats.json")["Body"].read())
+    assert [f["shard"] for f in written["failed"]] == ["gone.warc"]
+    assert "s3://faulty/in/gone.warc.gz" in written["failed"][0]["error"]
+    run(recipe(tmp_path / "clean", f"{tmp_path}/[ab].warc.gz"))
+    fs = pafs.S3FileSystem(endpoint_override=s3_server.removeprefix("http://"), scheme="http", region="us-east-1")
+    sides = [f"faulty/out/fineweb/{side}" for side in ("filter", "rejected")]
+    ids = [i for side in sides if fs.get_file_info(side).type != pafs.FileType.NotFound
+           for i in pads.dataset(side, filesystem=fs, format="parquet").to_table().column("id").to_pylist()]
+    clean_kept, clean_rejected = outputs(tmp_path / "clean")
+    assert sorted(ids) == sorted(r["id"] for r in clean_kept + clean_rejected)
+    assert len(ids) == 40
