@@ -37,21 +37,12 @@ def close_pair(client: socket.socket, upstream: socket.socket, reset: bool) -> N
         s.close()
 
 
-class DroppingProxy:
-    """A TCP proxy to ``upstream`` that resets a connection when the bytes sent back reach ``cut_at``.
+class Proxy:
+    """A local server on 127.0.0.1 that hands each accepted connection to ``_serve`` in a thread."""
 
-    ``cut_at`` counts over all connections; the connection carrying that byte is reset (a real
-    TCP RST, SO_LINGER 0, as a flaky network or a restarting server gives). With ``down_after``
-    every later connection is reset at its first byte: an outage that does not end.
-    ``drop_all()`` resets the open connections at a moment of the test's choosing.
-    """
-
-    def __init__(self, upstream: str, cut_at: int, down_after: bool = False):
+    def __init__(self, upstream: str):
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
-        self.cut_at, self.down_after = cut_at, down_after
-        self.sent = self.cuts = 0
-        self.opened = self.drop_below = 0  # connections opened; those numbered below drop_below are reset
         self.lock = threading.Lock()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
@@ -63,11 +54,34 @@ class DroppingProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.upstream)
-            number = self.opened
-            threading.Thread(target=forward, args=(client, upstream, self._cut, lambda n=number: n < self.drop_below),
-                             daemon=True).start()
-            self.opened += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class DroppingProxy(Proxy):
+    """A TCP proxy to ``upstream`` that resets a connection when the bytes sent back reach ``cut_at``.
+
+    ``cut_at`` counts over all connections; the connection carrying that byte is reset (a real
+    TCP RST, SO_LINGER 0, as a flaky network or a restarting server gives). With ``down_after``
+    every later connection is reset at its first byte: an outage that does not end.
+    ``drop_all()`` resets the open connections at a moment of the test's choosing.
+    """
+
+    def __init__(self, upstream: str, cut_at: int, down_after: bool = False):
+        self.cut_at, self.down_after = cut_at, down_after
+        self.sent = self.cuts = 0
+        self.opened = self.drop_below = 0  # connections opened; those numbered below drop_below are reset
+        super().__init__(upstream)
+
+    def _serve(self, client: socket.socket) -> None:
+        with self.lock:
+            number, self.opened = self.opened, self.opened + 1
+        forward(client, socket.create_connection(self.upstream), self._cut, lambda: number < self.drop_below)
 
     def _cut(self, size: int) -> bool:
         """Count ``size`` bytes going back; whether the connection is to be reset instead."""
@@ -81,8 +95,6 @@ class DroppingProxy:
         """Reset every connection open now (at its next forwarded chunk)."""
         self.drop_below = self.opened
 
-    def close(self) -> None:
-        self.server.close()
 
 
 def members(data: bytes) -> list[tuple[int, int]]:
@@ -109,7 +121,7 @@ def shift_length(record: bytes, delta: int) -> bytes:
                   count=1)
 
 
-class FaultyHttpProxy:
+class FaultyHttpProxy(Proxy):
     """An HTTP proxy to an S3 server that answers some requests itself: ``503 SlowDown`` to every
     ``slow_down_every``-th of the first ``faults`` requests, ``404 NoSuchKey`` for keys ending in
     ``missing``, and a ``delay_s`` pause before each forwarded one. Each request gets its own connection
@@ -117,22 +129,9 @@ class FaultyHttpProxy:
 
     def __init__(self, upstream: str, faults: int, slow_down_every: int = 2, missing: str | None = None,
                  delay_s: float = 0.0):
-        host, port = upstream.removeprefix("http://").split(":")
-        self.upstream = (host, int(port))
         self.faults, self.every, self.missing, self.delay_s = faults, slow_down_every, missing, delay_s
         self.requests = self.slow_downs = self.not_found = 0
-        self.lock = threading.Lock()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+        super().__init__(upstream)
 
     def _serve(self, client: socket.socket) -> None:
         head = b""
@@ -168,6 +167,3 @@ class FaultyHttpProxy:
         client.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\nContent-Length: "
                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
         client.close()
-
-    def close(self) -> None:
-        self.server.close()
