@@ -1,0 +1,36 @@
+"""A planted secret (the S3 secret key the job runs with) appears in nothing the job writes or prints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.conftest import ROOT, write_warc
+from tests.test_curate_faults import pages
+
+RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
+
+
+@pytest.mark.slow
+def test_a_planted_secret_is_in_no_log_stats_ledger_or_output(tmp_path, s3_server, s3_client):
+    secret = f"PLANTED-{uuid.uuid4().hex}"
+    s3_client.create_bucket(Bucket="secret")
+    s3_client.upload_file(str(write_warc(tmp_path / "fine.warc.gz", pages(5))), "secret", "in/fine.warc.gz")
+    s3_client.put_object(Bucket="secret", Key="in/junk.warc.gz", Body=b"not a warc")  # an error path too
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIAPLANTED", "AWS_SECRET_ACCESS_KEY": secret,
+           "RAY_USAGE_STATS_ENABLED": "0", "LOG_LEVEL": "DEBUG"}
+    done = subprocess.run([sys.executable, "-m", "jobs.curate", "--config", RECIPE,
+                           "--set", "input.paths=s3://secret/in/*.warc.gz", "--set", "output.root=s3://secret/out",
+                           "--set", f"storage.endpoint_url={s3_server}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 2 and "junk.warc" in done.stderr.splitlines()[-1]  # it ran, and failed the junk
+    assert secret not in done.stdout + done.stderr
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket="secret", Prefix="out/")["Contents"]]
+    assert any(k.endswith("_stats.json") for k in keys) and any("/_ledger/" in k for k in keys)
+    for key in keys:
+        assert secret.encode() not in s3_client.get_object(Bucket="secret", Key=key)["Body"].read(), key
