@@ -28,7 +28,7 @@ RUNTIME_ENV := {"excludes": ["tests/", "benchmarks/", "docs/", ".git/", "cluster
 DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
 DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
 
-.PHONY: install browser test run cluster-up cluster-down submit status logs stop sentinel report plan dedup classify pipeline bench bench-dedup bench-llm bench-llm-driver bench-classify lint clean
+.PHONY: install browser test chaos run cluster-up cluster-down submit status logs stop sentinel report plan dedup classify pipeline bench bench-dedup bench-llm bench-llm-driver bench-classify lint clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ browser:
 
 test: install
 	$(PY) -m pytest
+
+# the fault suite so far (issue 14): damaged and hostile input, kills and restarts, S3 faults, locks, secrets
+CHAOS_TESTS := tests/test_read_faults.py tests/test_curate_faults.py tests/test_hostile_pages.py \
+	tests/test_parts.py tests/test_run_lock.py tests/test_secrets.py
+chaos: install
+	$(PY) -m pytest $(CHAOS_TESTS)
 
 run: install
 	$(PY) -m jobs $(JOB_ARGS)
