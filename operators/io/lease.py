@@ -14,9 +14,7 @@ import os
 import uuid
 from functools import lru_cache
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config as BotoConfig
 
 from operators.io.storage import Storage, discard, is_s3, split_s3
 
@@ -30,6 +28,9 @@ class Conflict(Exception):
 @lru_cache(maxsize=8)
 def s3_client(storage: Storage, timeout_s: float = TIMEOUT_S):
     """A signed boto3 S3 client for ``storage``'s endpoint, with short timeouts and few retries."""
+    import boto3  # on first use, as in operators.io.storage: a local run's lock never needs it
+    from botocore.config import Config as BotoConfig
+
     config = BotoConfig(connect_timeout=timeout_s, read_timeout=timeout_s,
                         retries={"mode": "standard", "max_attempts": 3})
     return boto3.client("s3", endpoint_url=storage.endpoint_url or None, region_name=storage.region, config=config)
