@@ -86,8 +86,8 @@ def failure(err: BaseException, cluster: LLMRayConfig, llm: LLMConfig | None, se
     if llm is not None and any(isinstance(e, ActorDiedError | ActorUnavailableError) for e in chain):
         cause = engine_error(session_dir, since) if session_dir else None
         return (f"an engine replica died {llm.max_restarts + 1} time(s) (llm.max_restarts={llm.max_restarts}): "
-                + (cause or f"{_first_line(err)} (the engine's error is in the Ray worker logs)"))
-    return _first_line(err)
+                + (cause or f"{error_line(err)} (the engine's error is in the Ray worker logs)"))
+    return error_line(err)
 
 
 def engine_error(session_dir: str, since: float) -> str | None:
@@ -109,7 +109,7 @@ def engine_error(session_dir: str, since: float) -> str | None:
     return found[1] if found else None
 
 
-def _first_line(err: BaseException) -> str:
+def error_line(err: BaseException) -> str:
     """``Type: message`` of the error a worker raised (unwrapping Ray's task errors), on one line."""
     outer, seen = err, {id(err)}
     while (inner := getattr(err, "cause", None) or err.__cause__) is not None and id(inner) not in seen:

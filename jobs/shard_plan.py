@@ -10,17 +10,15 @@ they name, so a re-run with other settings never mixes two splits of one shard.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from operators.io.ledger import THREADS
-from operators.io.shard import unit_name
+from operators.io.shard import PART_RE, unit_name
 from operators.io.storage import Storage
 
 PARTS_PER_WORKER = 4
 MIN_PART_MB = 16.0
-PART_RE = re.compile(r"(?P<shard>.+)\.part(?P<k>\d+)-of(?P<n>\d+)")
 
 
 def recorded_splits(names: dict[str, str], recorded: set[str]) -> dict[str, int]:

@@ -12,6 +12,8 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 
+from jobs.llm_cluster import error_line
+
 log = logging.getLogger("cc_refinery.pool")
 RESTARTS = 4  # per actor; a crash while loading the recipe's models fails every call instead
 ATTEMPTS = 2  # a shard whose actor died is run once more before it counts as failed
@@ -51,14 +53,9 @@ class ShardPool:
                 yield ray.get(ref)
             except RayActorError as err:
                 if attempt < ATTEMPTS:
-                    log.warning("worker died on %s (%s): running it again", item["shard"], _first_line(err))
-                    self.retried.append({**item, "error": _first_line(err)})
+                    log.warning("worker died on %s (%s): running it again", item["shard"], error_line(err))
+                    self.retried.append({**item, "error": error_line(err)})
                     queue.appendleft((item, attempt + 1))
                 else:
-                    yield {**item, "error": f"worker process died {attempt} times on this shard: {_first_line(err)}"}
+                    yield {**item, "error": f"worker process died {attempt} times on this shard: {error_line(err)}"}
             submit(actor)
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-

@@ -13,6 +13,7 @@ entry named by :func:`unit_name`), and ids do not depend on the split.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -59,6 +60,9 @@ class _StagedParquet:
             discard(self.path)
 
 
+PART_RE = re.compile(r"(?P<shard>.+)\.part(?P<k>\d+)-of(?P<n>\d+)")  # what unit_name gives a part
+
+
 def unit_name(shard: str, part: tuple[int, int]) -> str:
     """The name of part ``k`` of ``n`` of a shard (the shard's own name when it is not split)."""
     k, n = part
@@ -81,7 +85,7 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
     kept = _StagedParquet(storage, schema, compression)
     rejected = _StagedParquet(storage, schema, compression)
     identity = storage.stat(uri)
-    start, end = part_range(identity["size"], part) if part[1] > 1 else (0, None)
+    start, end = part_range(identity["size"], part)
     unit = unit_name(shard, part)
     crawl = crawl_of(uri) or "unknown"
     if start:
