@@ -27,6 +27,7 @@ from jobs.llm_cluster import failure, wait_for
 from jobs.progress import Progress
 from operators.io.layout import shard_of
 from operators.io.ledger import to_do
+from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 
 log = logging.getLogger("cc_refinery.classify")
@@ -163,14 +164,20 @@ def _stale(storage: Storage, ledger: str, done: list[str], calibration: dict | N
 
 def run(recipe: QualityRecipe) -> dict:
     """Run the job; return its stats. Raises RuntimeError, after writing the stats, if shards were left unfinished."""
-    if recipe.rating is not None:
-        from jobs.rate import run as rate
+    storage = Storage(**recipe.storage.model_dump())
+    with RunLock(storage, recipe.output):
+        if recipe.rating is not None:
+            from jobs.rate import run as rate
 
-        return rate(recipe)
+            return rate(recipe, storage)
+        return _score(recipe, storage)
+
+
+def _score(recipe: QualityRecipe, storage: Storage) -> dict:
+    """The classifiers' run, once this process holds the output."""
     from jobs.classify_stages import write
 
     started = time.time()
-    storage = Storage(**recipe.storage.model_dump())
     paths, todo, ledger = plan(recipe, storage)
     failed, session = [], None
     if todo or (recipe.buckets and recipe.buckets.recalibrate):

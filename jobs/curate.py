@@ -92,7 +92,7 @@ def run(recipe: Recipe) -> dict:
     uris = resolve_inputs(storage, recipe.input.paths, recipe.input.crawl, recipe.input.format,
                           recipe.input.shards, recipe.input.limit)
     names = shard_names(uris)
-    with RunLock(storage, join(layout.stage_dir, "_lock.json"), f"output {layout.stage_dir}"):
+    with RunLock(storage, layout.stage_dir):
         return _run_locked(recipe, signals, storage, layout, names)
 
 

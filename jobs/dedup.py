@@ -28,6 +28,7 @@ from jobs.config import Compression, RayCluster, StorageConfig
 from jobs.preflight import check_dedup
 from jobs.spark_on_ray import ray_nodes, spark_on_ray
 from operators.io.layout import shard_of
+from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, is_s3, join
 from operators.params import Strict
 
@@ -165,19 +166,20 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
     the rest is deduped and written with the stats, then RuntimeError names them.
     """
     started = time.time()
-    storage, files = _prepare(recipe)  # bad settings and an empty input fail before Spark starts
-    if spark is not None:
-        return _run(recipe, spark, storage, files, started)
-    with _spark(recipe) as session:
-        return _run(recipe, session, storage, files, started)
-
-
-def _prepare(recipe: DedupRecipe) -> tuple[Storage, list[str]]:
-    """Check the recipe, clear what a killed or earlier run left in the output; return the input files."""
     if _within(recipe.output, recipe.input) or _within(recipe.input, recipe.output):
         raise ValueError(f"output: {recipe.output} and input {recipe.input} must not lie inside one another")
     check_dedup(recipe)
     storage = Storage(**recipe.storage.model_dump())
+    with RunLock(storage, recipe.output):
+        files = _prepare(recipe, storage)  # bad settings and an empty input fail before Spark starts
+        if spark is not None:
+            return _run(recipe, spark, storage, files, started)
+        with _spark(recipe) as session:
+            return _run(recipe, session, storage, files, started)
+
+
+def _prepare(recipe: DedupRecipe, storage: Storage) -> list[str]:
+    """Clear what a killed or earlier run left in the output; return the input files."""
     storage.sweep_staging(recipe.output)  # what a killed run was writing
     files = storage.walk(recipe.input, ".parquet")
     if not files:
@@ -186,7 +188,7 @@ def _prepare(recipe: DedupRecipe) -> tuple[Storage, list[str]]:
         storage.delete(join(recipe.output, "_stats.json"))
     for part in storage.listdir(join(recipe.output, "_duplicates")):
         storage.delete(join(recipe.output, "_duplicates", part))
-    return storage, files
+    return files
 
 
 def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started: float) -> dict:

@@ -7,8 +7,9 @@ reading the previous stage's output under ``<root>/<name>/`` and resuming on its
 synthesis stages run without ``mix`` so every document is counted once. Dedup is global, so it is
 re-run only when the curated shards changed. ``mixture.json`` (written last) counts documents and
 tokens (whitespace words) per kind (real, rephrased, rewritten, refined, thought), per prompt and
-per crawl, from the stage outputs, counted on Ray workers. A run started under a lease (the sentinel's)
-checks before each stage and before ``mixture.json`` that no newer attempt took it over.
+per crawl, from the stage outputs, counted on Ray workers. The ``storage`` and ``ray`` keys set here
+apply to every stage too. One run at a time holds ``<root>/<name>/``; a run started under a lease (the
+sentinel's) checks before each stage and before ``mixture.json`` that no newer attempt took it over.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import Field
 from jobs.cli import job_main, start_ray
 from jobs.config import RayCluster, StorageConfig, load_model
 from operators.io.ledger import check_fence
+from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 from operators.params import Strict
 
@@ -62,7 +64,13 @@ def _fingerprint(storage: Storage, ledger: str) -> str:
     return hashlib.blake2b(json.dumps([entries, stamps]).encode(), digest_size=16).hexdigest()
 
 
-def _dedup(recipe: MixtureRecipe, storage: Storage, base: str) -> None:
+def _shared(recipe: MixtureRecipe) -> list[str]:
+    """The ``storage`` and ``ray`` keys this recipe sets, as overrides for every stage (a stage's ``set`` wins)."""
+    return [f"{block}.{key}={json.dumps(value)}" for block in ("storage", "ray")
+            for key, value in getattr(recipe, block).model_dump(exclude_unset=True).items()]
+
+
+def _dedup(recipe: MixtureRecipe, storage: Storage, base: str, shared: list[str]) -> None:
     from jobs.dedup import DedupRecipe
     from jobs.dedup import run as dedup
 
@@ -71,7 +79,7 @@ def _dedup(recipe: MixtureRecipe, storage: Storage, base: str) -> None:
         log.info("dedup: the curated shards did not change, kept")
         return
     dedup(load_model(DedupRecipe, recipe.stages.dedup.recipe, [
-        *recipe.stages.dedup.set, f"input={join(base, 'filter')}", f"output={join(base, 'dedup')}"]))
+        *shared, *recipe.stages.dedup.set, f"input={join(base, 'filter')}", f"output={join(base, 'dedup')}"]))
     storage.write_text(marker, json.dumps({"filter": fingerprint}))
 
 
@@ -134,6 +142,13 @@ def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: 
 
 def run(recipe: MixtureRecipe) -> dict:
     """Run every stage in order (each resumes on its ledgers), then write ``mixture.json``."""
+    storage = Storage(**recipe.storage.model_dump())
+    with RunLock(storage, join(recipe.root, recipe.name)):
+        return _run(recipe, storage)
+
+
+def _run(recipe: MixtureRecipe, storage: Storage) -> dict:
+    """Every stage, once this process holds the run's folder (each stage also holds its own output)."""
     from jobs.classify import QualityRecipe
     from jobs.classify import run as classify
     from jobs.config import load_recipe
@@ -142,23 +157,23 @@ def run(recipe: MixtureRecipe) -> dict:
     from jobs.synthesize import run as synthesize
 
     started = time.time()
-    storage = Storage(**recipe.storage.model_dump())
     base = join(recipe.root, recipe.name)
     stages = recipe.stages
+    shared = _shared(recipe)
     crawl = [f"input.crawl={recipe.crawl}"] if recipe.crawl else []
     check_fence(storage)
-    curate(load_recipe(stages.curate.recipe, [*stages.curate.set, f"input.paths={json.dumps(recipe.input)}", *crawl,
-                                              f"output.root={recipe.root}", f"output.run={recipe.name}"]))
+    curate(load_recipe(stages.curate.recipe, [*shared, *stages.curate.set, f"input.paths={json.dumps(recipe.input)}",
+                                              *crawl, f"output.root={recipe.root}", f"output.run={recipe.name}"]))
     check_fence(storage)
-    _dedup(recipe, storage, base)
+    _dedup(recipe, storage, base, shared)
     check_fence(storage)
     classify(load_model(QualityRecipe, stages.quality.recipe, [
-        *stages.quality.set, f"input={join(base, 'dedup')}", f"output={join(base, 'quality')}"]))
+        *shared, *stages.quality.set, f"input={join(base, 'dedup')}", f"output={join(base, 'quality')}"]))
     outputs = []
     for stage in stages.synthesize:
         output = join(base, "synth", Path(stage.recipe).stem)
         check_fence(storage)
-        synthesize(load_model(SynthRecipe, stage.recipe, [*stage.set, f"input={join(base, 'quality')}",
+        synthesize(load_model(SynthRecipe, stage.recipe, [*shared, *stage.set, f"input={join(base, 'quality')}",
                                                           f"output={output}", "mix=false"]))
         outputs.append(output)
     start_ray(recipe.ray)

@@ -69,12 +69,12 @@ def finish(recipe: QualityRecipe, storage: Storage, key: str, path: str, results
     return commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
 
 
-def run(recipe: QualityRecipe) -> dict:
-    """Rate the shards not rated yet; return the stats (RuntimeError after writing them if shards were left)."""
+def run(recipe: QualityRecipe, storage: Storage) -> dict:
+    """Rate the shards not rated yet; return the stats (RuntimeError after writing them if shards were left).
+    Called by the classify job, which holds the output."""
     from jobs.classify import plan
 
     started = time.time()
-    storage = Storage(**recipe.storage.model_dump())
     paths, todo, ledger = plan(recipe, storage)
     failed, session = [], []
     if todo:

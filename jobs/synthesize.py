@@ -29,6 +29,7 @@ from jobs.preflight import check_synthesize
 from jobs.refine import ProxConfig, refine_shards
 from operators.io.layout import shard_of
 from operators.io.ledger import commit_entry
+from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 from operators.llm.engine import LLMConfig
 from operators.llm.prompts import load_prompt
@@ -178,8 +179,14 @@ def run(recipe: SynthRecipe) -> dict:
     shards stay finished.
     """
     check_synthesize(recipe)
-    started = time.time()
     storage = Storage(**recipe.storage.model_dump())
+    with RunLock(storage, recipe.output):
+        return _run(recipe, storage)
+
+
+def _run(recipe: SynthRecipe, storage: Storage) -> dict:
+    """The run, once this process holds the output."""
+    started = time.time()
     storage.sweep_staging(recipe.output)
     paths = {_shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
     if not paths:

@@ -1,4 +1,4 @@
-"""Hostile inputs for tests: a TCP proxy that drops connections, and damaged WARC files."""
+"""Hostile inputs for tests: proxies that drop, refuse or hold S3 requests, and damaged WARC files."""
 
 from __future__ import annotations
 
@@ -125,13 +125,36 @@ class FaultyHttpProxy(Proxy):
     """An HTTP proxy to an S3 server that answers some requests itself: ``503 SlowDown`` to every
     ``slow_down_every``-th of the first ``faults`` requests, ``404 NoSuchKey`` for keys ending in
     ``missing``, and a ``delay_s`` pause before each forwarded one. Each request gets its own connection
-    (``Connection: close`` is forced), so every request is seen."""
+    (``Connection: close`` is forced), so every request is seen.
 
-    def __init__(self, upstream: str, faults: int, slow_down_every: int = 2, missing: str | None = None,
+    ``hold(pattern)`` arms a trap: the next request whose ``METHOD /bucket/key`` matches the regex is
+    never answered, and ``held`` is set, so a test can kill the client at exactly that point."""
+
+    def __init__(self, upstream: str, faults: int = 0, slow_down_every: int = 2, missing: str | None = None,
                  delay_s: float = 0.0):
         self.faults, self.every, self.missing, self.delay_s = faults, slow_down_every, missing, delay_s
         self.requests = self.slow_downs = self.not_found = 0
+        self.trap: re.Pattern | None = None
+        self.held = threading.Event()
+        self.holding: list[socket.socket] = []
         super().__init__(upstream)
+
+    def hold(self, pattern: str | None) -> None:
+        """Hold the next request matching ``pattern`` (None: disarm); let go of those held before."""
+        with self.lock:
+            self.trap, released, self.holding = re.compile(pattern) if pattern else None, self.holding, []
+            self.held.clear()
+        for client in released:
+            client.close()
+
+    def _trapped(self, client: socket.socket, request: str) -> bool:
+        with self.lock:
+            if self.trap is None or not self.trap.search(request):
+                return False
+            self.trap = None
+            self.holding.append(client)
+            self.held.set()
+            return True
 
     def _serve(self, client: socket.socket) -> None:
         head = b""
@@ -147,6 +170,8 @@ class FaultyHttpProxy(Proxy):
             self.requests += 1
             number = self.requests
         path = target.split(b"?")[0].decode()
+        if self._trapped(client, f"{method.decode()} {path}"):
+            return
         if self.missing and path.endswith(self.missing):
             with self.lock:
                 self.not_found += 1

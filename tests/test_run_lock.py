@@ -28,11 +28,11 @@ def plant(path, **holder) -> None:
 
 def test_a_live_holder_refuses_by_name_and_the_lock_is_released(tmp_path):
     uri = tmp_path / "_lock.json"
-    with RunLock(Storage(), str(uri), "output x"):
+    with RunLock(Storage(), str(tmp_path)):
         held = json.loads(uri.read_text())
         assert held["pid"] == os.getpid()
-        with pytest.raises(Locked, match=f"output x is being written by another run: pid {os.getpid()} on "):
-            RunLock(Storage(), str(uri), "output x").__enter__()
+        with pytest.raises(Locked, match=f"output {tmp_path} is being written by another run: pid {os.getpid()} on "):
+            RunLock(Storage(), str(tmp_path)).__enter__()
     assert not uri.exists()
 
 
@@ -41,13 +41,13 @@ def test_a_dead_process_on_this_host_and_a_silent_remote_holder_are_taken_over(t
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     plant(uri, pid=dead.pid)
-    with RunLock(Storage(), str(uri), "output x"):
+    with RunLock(Storage(), str(tmp_path)):
         assert json.loads(uri.read_text())["pid"] == os.getpid()
     plant(uri, host="elsewhere", pid=1, heartbeat=time.time() - 10)
     with pytest.raises(Locked, match="pid 1 on elsewhere"):
-        RunLock(Storage(), str(uri), "output x").__enter__()
+        RunLock(Storage(), str(tmp_path)).__enter__()
     plant(uri, host="elsewhere", pid=1, heartbeat=time.time() - 121)
-    with RunLock(Storage(), str(uri), "output x"):
+    with RunLock(Storage(), str(tmp_path)):
         assert json.loads(uri.read_text())["host"] == socket.gethostname()
 
 
@@ -56,11 +56,11 @@ def test_a_newer_attempt_of_the_same_lease_takes_over(tmp_path, monkeypatch):
     plant(uri, host="elsewhere", pid=1, lease="s3://b/registry/run.json", attempt=1)
     monkeypatch.setenv(LEASE_ENV, "s3://b/registry/run.json")
     monkeypatch.setenv(ATTEMPT_ENV, "2")
-    with RunLock(Storage(), str(uri), "output x"):
+    with RunLock(Storage(), str(tmp_path)):
         assert json.loads(uri.read_text())["attempt"] == 2
     plant(uri, host="elsewhere", pid=1, lease="s3://b/registry/run.json", attempt=3)
     with pytest.raises(Locked):
-        RunLock(Storage(), str(uri), "output x").__enter__()
+        RunLock(Storage(), str(tmp_path)).__enter__()
 
 
 @pytest.mark.slow
@@ -83,3 +83,34 @@ def test_a_second_curation_run_on_the_same_output_is_refused_naming_the_first(tm
         f"error: output {tmp_path}/out/fineweb/filter is being written by another run: pid {first.pid} on ")
     assert first.wait(timeout=600) == 0 and not lock.exists()
     assert len(list((tmp_path / "out" / "fineweb" / "filter" / "_ledger").iterdir())) == 8
+
+
+STAGES = {  # (module, recipe model, shipped recipe, the settings that point it at tmp_path/in -> tmp_path/out)
+    "dedup": ("jobs.dedup", "DedupRecipe", "dedup.yaml", ["input={in}", "output={out}"]),
+    "classify": ("jobs.classify", "QualityRecipe", "quality.yaml", ["input={in}", "output={out}"]),
+    "rate": ("jobs.classify", "QualityRecipe", "quality-llm.yaml", ["input={in}", "output={out}"]),
+    "synthesize": ("jobs.synthesize", "SynthRecipe", "rephrase-wrap.yaml",
+                   ["input={in}", "output={out}", "llm.engine=openai", "llm.model=served", "tokenizer=null"]),
+    "pipeline": ("jobs.pipeline", "MixtureRecipe", "mixture.yaml", ["input=[{in}/*.warc.gz]", "root={root}",
+                                                                    "name=out"]),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_refuses_an_output_another_run_holds_before_touching_it(tmp_path, stage):
+    import importlib
+
+    from jobs.config import load_model
+
+    module, model, shipped, sets = STAGES[stage]
+    job = importlib.import_module(module)
+    out = tmp_path / "out"
+    sets = [s.format(**{"in": tmp_path / "in", "out": out, "root": tmp_path}) for s in sets]
+    recipe = load_model(getattr(job, model), str(ROOT / "jobs" / "recipes" / shipped), sets)
+    staging = f".s0.parquet.tmp-{'0' * 32}"  # what the holder is writing: a sweep would delete it
+    out.mkdir()
+    (out / staging).write_bytes(b"PAR1 half")
+    with RunLock(Storage(), str(out)):
+        with pytest.raises(Locked, match=f"^output {out} is being written by another run: pid {os.getpid()} on "):
+            job.run(recipe)
+        assert sorted(p.name for p in out.iterdir()) == [staging, "_lock.json"]

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from operators.io import lease
 from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV
-from operators.io.storage import Storage
+from operators.io.storage import Storage, join
 
 log = logging.getLogger("cc_refinery.lock")
 
@@ -42,10 +42,10 @@ def _gone(holder: dict, mine: dict, now: float) -> bool:
 
 
 class RunLock:
-    """``with RunLock(storage, uri, what):`` holds ``uri`` for this process, or raises :class:`Locked`."""
+    """``with RunLock(storage, output):`` holds ``<output>/_lock.json`` for this process, or raises :class:`Locked`."""
 
-    def __init__(self, storage: Storage, uri: str, what: str, ttl_s: float = 120.0):
-        self.storage, self.uri, self.what, self.ttl_s = storage, uri, what, ttl_s
+    def __init__(self, storage: Storage, output: str, ttl_s: float = 120.0):
+        self.storage, self.uri, self.what, self.ttl_s = storage, join(output, "_lock.json"), f"output {output}", ttl_s
         self.doc = {"host": socket.gethostname(), "pid": os.getpid(), "ttl_s": ttl_s,
                     "started": datetime.now(UTC).isoformat(timespec="seconds"),
                     "lease": os.environ.get(LEASE_ENV), "attempt": int(os.environ.get(ATTEMPT_ENV) or 0)}
