@@ -50,7 +50,8 @@ test: install
 # the fault suite (issue 14): damaged and hostile input, kills and restarts at every stage, S3 faults, locks,
 # secrets; the tests marked chaos (minutes each) run only here
 CHAOS_TESTS := tests/test_read_faults.py tests/test_curate_faults.py tests/test_hostile_pages.py \
-	tests/test_parts.py tests/test_run_lock.py tests/test_secrets.py tests/test_kill_resume.py
+	tests/test_parts.py tests/test_run_lock.py tests/test_secrets.py tests/test_engine_errors.py \
+	tests/test_ray_faults.py tests/test_kill_resume.py
 chaos: install
 	$(PY) -m pytest $(CHAOS_TESTS)
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from jobs.classify_config import QualityRecipe
 from jobs.cli import job_main, start_ray
 from jobs.llm_cluster import failure, wait_for
+from jobs.preflight import check_quality
 from jobs.progress import Progress
 from operators.io.layout import shard_of
 from operators.io.ledger import to_do
@@ -164,6 +165,7 @@ def _stale(storage: Storage, ledger: str, done: list[str], calibration: dict | N
 
 def run(recipe: QualityRecipe) -> dict:
     """Run the job; return its stats. Raises RuntimeError, after writing the stats, if shards were left unfinished."""
+    check_quality(recipe)
     storage = Storage(**recipe.storage.model_dump())
     with RunLock(storage, recipe.output):
         if recipe.rating is not None:

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from operators.io.storage import Storage, is_s3, join
 
 if TYPE_CHECKING:
+    from jobs.classify_config import QualityRecipe
     from jobs.config import Recipe
     from jobs.dedup import DedupRecipe
     from jobs.synthesize import SynthRecipe
@@ -55,6 +56,22 @@ def check_synthesize(recipe: SynthRecipe) -> None:
         if _local_path(name) and not os.path.exists(os.path.expanduser(name)):
             raise FileNotFoundError(f"{key}: {name} does not exist")
     _writable(Storage(**recipe.storage.model_dump()), recipe.output, "output")
+
+
+def check_quality(recipe: QualityRecipe) -> None:
+    """Each classifier's local or s3:// model, the rating's local model and tokenizer exist; ``output`` is writable."""
+    storage = Storage(**recipe.storage.model_dump())
+    paths = {f"classifiers[{i}].model": c.model for i, c in enumerate(recipe.classifiers)}
+    if recipe.rating is not None:
+        paths.update({"rating.tokenizer": recipe.rating.tokenizer} if recipe.rating.tokenizer else {})
+        if recipe.rating.llm.engine == "vllm" or recipe.rating.tokenizer is None:
+            paths["rating.llm.model"] = recipe.rating.llm.model
+    for key, name in paths.items():
+        if is_s3(name):
+            _exists(storage, name, key)
+        elif _local_path(name) and not os.path.exists(os.path.expanduser(name)):
+            raise FileNotFoundError(f"{key}: {name} does not exist")
+    _writable(storage, recipe.output, "output")
 
 
 def _local_path(name: str) -> bool:

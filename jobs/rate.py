@@ -24,6 +24,7 @@ from jobs.llm_cluster import failure
 from operators.io.layout import shard_of
 from operators.io.ledger import commit_entry
 from operators.io.storage import Storage, join
+from operators.llm.engine import engine_errors
 from operators.quality.summary import add
 
 log = logging.getLogger("cc_refinery.rate")
@@ -51,6 +52,7 @@ def finish(recipe: QualityRecipe, storage: Storage, key: str, path: str, results
     from operators.quality.summary import histogram
 
     kind = recipe.rating.prompt
+    errors = engine_errors(key, results)
     table = read_shard(storage, path)
     answers = {int(r["parent_id"]): r["generated"] for r in results}
     parsed = [parse(kind, answers[i]) for i in range(table.num_rows)]
@@ -65,7 +67,7 @@ def finish(recipe: QualityRecipe, storage: Storage, key: str, path: str, results
                "histograms": {SCORE_COLUMN[kind]: histogram(scores, 0, 5)},
                "tokens_in": sum(r["tokens_in"] for r in results), "tokens_out": sum(r["tokens_out"] for r in results)}
     entry = {"shard": key, "crawl": shard_of(path)[0], "input": storage.stat(path), "outputs": {"data": target},
-             "summary": summary}
+             "summary": summary, **({"engine_errors": errors} if errors else {})}
     return commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
 
 

@@ -22,6 +22,7 @@ from pydantic import Field
 from jobs.generation import stream
 from operators.io.ledger import commit_entry
 from operators.io.storage import Storage, join
+from operators.llm.engine import engine_errors
 from operators.params import Strict
 
 DOC_SCHEMA = pa.schema([("parent_id", pa.string()), ("doc_program", pa.string())])
@@ -99,6 +100,7 @@ def _doc_programs(storage: Storage, output: str, key: str) -> dict[str, str]:
 
 
 def _write_doc_programs(recipe, storage: Storage, key: str, results: list[dict]) -> dict:
+    engine_errors(key, results)
     table = pa.table({"parent_id": [r["parent_id"] for r in results], "doc_program": [r["generated"] for r in results]},
                      schema=DOC_SCHEMA)
     storage.write_atomic(_doc_path(recipe.output, key), lambda out: pq.write_table(table, out))
@@ -111,6 +113,7 @@ def finish_refined(recipe, storage: Storage, path: str, key: str, results: list[
     from operators.llm.prompts import load_prompt
     from operators.llm.prox import refine
 
+    failed = engine_errors(key, results)
     table = _read(storage, path)
     programs = _doc_programs(storage, recipe.output, key)
     chunks: dict[str, list[tuple[int, str]]] = {}
@@ -141,7 +144,8 @@ def finish_refined(recipe, storage: Storage, path: str, key: str, results: list[
              "outputs": {f"prox.{k}" if k != "kept" else k: v for k, v in sorted(outcomes.items())},
              "requests": len(results) + table.num_rows, "tokens_in": sum(r["tokens_in"] for r in results),
              "tokens_out": sum(r["tokens_out"] for r in results),
-             "prox": {"calls": dict(sorted(counts.items())), "errors": dict(sorted(errors.items()))}}
+             "prox": {"calls": dict(sorted(counts.items())), "errors": dict(sorted(errors.items()))},
+             **({"engine_errors": failed} if failed else {})}
     entry = commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
     storage.delete(_doc_path(recipe.output, key))
     return entry

@@ -31,7 +31,7 @@ from operators.io.layout import shard_of
 from operators.io.ledger import commit_entry
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
-from operators.llm.engine import LLMConfig
+from operators.llm.engine import LLMConfig, engine_errors
 from operators.llm.prompts import load_prompt
 from operators.params import Strict
 
@@ -153,6 +153,7 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
     """Assemble, validate and write one shard, then its ledger entry; return the entry."""
     from operators.llm.assemble import SYNTH_SCHEMA, assemble_shard
 
+    errors = engine_errors(_shard_key(path), results)
     fs, inner = storage.filesystem(path)
     post = recipe.post_filter
     score = _scorer(post.model, post.label, storage) if post else None
@@ -168,6 +169,8 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
     entry = {"shard": key, "source": path, "rows": {"data": kept.num_rows, "rejected": rejected.num_rows},
              "outputs": dict(sorted(counts.items())), "requests": len(results),
              "tokens_in": sum(r["tokens_in"] for r in results), "tokens_out": sum(r["tokens_out"] for r in results)}
+    if errors:
+        entry["engine_errors"] = errors
     return commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
 
 

@@ -124,16 +124,18 @@ def shift_length(record: bytes, delta: int) -> bytes:
 class FaultyHttpProxy(Proxy):
     """An HTTP proxy to an S3 server that answers some requests itself: ``503 SlowDown`` to every
     ``slow_down_every``-th of the first ``faults`` requests, ``404 NoSuchKey`` for keys ending in
-    ``missing``, and a ``delay_s`` pause before each forwarded one. Each request gets its own connection
+    ``missing``, a connection reset (TCP RST, unanswered) to every ``reset_every``-th of those ``faults``
+    requests, and a ``delay_s`` pause before each forwarded one. Each request gets its own connection
     (``Connection: close`` is forced), so every request is seen.
 
     ``hold(pattern)`` arms a trap: the next request whose ``METHOD /bucket/key`` matches the regex is
     never answered, and ``held`` is set, so a test can kill the client at exactly that point."""
 
     def __init__(self, upstream: str, faults: int = 0, slow_down_every: int = 2, missing: str | None = None,
-                 delay_s: float = 0.0):
+                 delay_s: float = 0.0, reset_every: int = 0):
         self.faults, self.every, self.missing, self.delay_s = faults, slow_down_every, missing, delay_s
-        self.requests = self.slow_downs = self.not_found = 0
+        self.reset_every = reset_every
+        self.requests = self.slow_downs = self.not_found = self.resets = 0
         self.trap: re.Pattern | None = None
         self.held = threading.Event()
         self.holding: list[socket.socket] = []
@@ -176,6 +178,11 @@ class FaultyHttpProxy(Proxy):
             with self.lock:
                 self.not_found += 1
             return self._answer(client, method, b"404 Not Found", b"NoSuchKey")
+        if number <= self.faults and self.reset_every and number % self.reset_every == 0:
+            with self.lock:
+                self.resets += 1
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return client.close()
         if number <= self.faults and number % self.every == 0:
             with self.lock:
                 self.slow_downs += 1

@@ -1,8 +1,9 @@
 """A small OpenAI-compatible server on 127.0.0.1 that answers from a script, for exact end-to-end tests.
 
 ``answer(messages) -> str`` decides each reply; the server reports token usage as whitespace words
-and ``finish_reason: stop``. Real HTTP, so the job's ``openai`` engine path runs as it does against
-a real endpoint.
+and ``finish_reason: stop``. An answer that is a :class:`Raw` is sent as it is instead (an error
+status, an error body, a page that is not JSON). Real HTTP, so the job's ``openai`` engine path runs
+as it does against a real endpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +12,13 @@ import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+
+
+class Raw(NamedTuple):
+    status: int
+    body: str
+    content_type: str = "application/json"
 
 
 class ScriptedLLM:
@@ -31,14 +39,16 @@ class ScriptedLLM:
                 scripted.requests.append(payload)
                 text = scripted.answer(payload["messages"])
                 prompt = sum(len(m["content"].split()) for m in payload["messages"])
-                body = json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
-                                                "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": prompt, "completion_tokens": len(text.split())}})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                if not isinstance(text, Raw):
+                    text = Raw(200, json.dumps({
+                        "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": prompt, "completion_tokens": len(text.split())}}))
+                data = text.body.encode()
+                self.send_response(text.status)
+                self.send_header("Content-Type", text.content_type)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body.encode())
+                self.wfile.write(data)
 
             def log_message(self, *args):
                 pass

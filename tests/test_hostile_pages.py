@@ -79,3 +79,19 @@ def test_hostile_pages_are_each_kept_or_rejected_with_a_reason(tmp_path, ray_loc
     written = json.loads((out / "filter" / "_stats.json").read_text())
     assert written["rows"] == {"data": len(kept), "rejected": len(rejected)}
     assert written["read"] == {"read.conversion": 7, "read.response": 10}
+
+
+def test_a_page_that_needs_more_memory_than_the_limit_costs_that_page_only():
+    from operators.extract.sandbox import Sandbox
+
+    big = b"<html><body>" + b"<p>word word</p>" * 250_000 + b"</body></html>"  # 4 MB: about 175 MB to extract
+    small = html_page("Town", ENGLISH[:2])
+    pages = [(small, "text/html"), (big, "text/html"), (small, "text/html")]
+    for memory_mb, rules in ((2048, [None, None, None]), (120, [None, "error", None])):
+        sandbox = Sandbox("resiliparse", True, 30.0, memory_mb)
+        try:
+            results = sandbox.run(pages)
+        finally:
+            sandbox.close()
+        assert [rule for _, rule in results] == rules, memory_mb
+        assert results[0][0] == results[2][0] and results[0][0].startswith("The history of the town")

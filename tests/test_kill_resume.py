@@ -3,7 +3,8 @@ mixture.json) runs as a user runs it, ``python -m jobs.pipeline``, on the local 
 that holds one chosen request, so the job is SIGKILLed at exactly that point: while reading an input,
 while writing a shard, between a shard and its ledger entry (or dedup's stats and the pipeline's marker).
 A second run started meanwhile is refused naming the first. After every kill nothing unreadable is
-visible; the run restarted after the last kill gives exactly an uninterrupted run's ids and counts."""
+visible. The run restarted after the last kill, answered 503 SlowDown to every 4th S3 request and a
+reset connection to every 7th, gives exactly an uninterrupted run's ids and counts."""
 
 from __future__ import annotations
 
@@ -26,18 +27,20 @@ from tests.test_pipeline import answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 BUCKET, CRAWL = "killed", "CC-MAIN-2024-22"
-RUN = f"/{BUCKET}/out/mix"
-TPT_SELECT = "{column: quality_bucket, min: 0, fraction: 0.5}"
+RUN = f"/{BUCKET}/out/mixture"
+# every synthesis stage gets documents whatever buckets the random tiny classifiers give
+TPT_SELECT, EVERY_BUCKET = "{column: quality_bucket, min: 0, fraction: 0.5}", "{column: quality_bucket, min: 0}"
+ALL_HIGH = ["routing.low=[]", "routing.low_max=-1", "routing.threshold=0"]
 # (what the job is doing, the request held: METHOD /bucket/key), in the order the pipeline reaches them
-POINTS = [
+POINTS = [  # any shard: with two workers, the others may be done while one is held
     ("curate: reading a shard", rf"^GET /{BUCKET}/in/s1\.warc\.gz$"),
-    ("curate: writing a shard", rf"^(PUT|POST) {RUN}/filter/{CRAWL}/s2\.warc\.parquet$"),
-    ("curate: shard written, ledger entry not", rf"^(PUT|POST) {RUN}/filter/_ledger/s0\.warc\.json$"),
+    ("curate: writing a shard", rf"^(PUT|POST) {RUN}/filter/{CRAWL}/"),
+    ("curate: shard written, ledger entry not", rf"^(PUT|POST) {RUN}/filter/_ledger/"),
     ("dedup: reading the curated shards", rf"^GET {RUN}/filter/{CRAWL}/"),
     ("dedup: writing a shard", rf"^(PUT|POST) {RUN}/dedup/{CRAWL}/"),
     ("dedup: shards written, stats not", rf"^(PUT|POST) {RUN}/dedup/_stats\.json$"),
     ("dedup: stats written, the pipeline's marker not", rf"^(PUT|POST) {RUN}/dedup/_pipeline\.json$"),
-    ("quality: reading a shard", rf"^GET {RUN}/dedup/{CRAWL}/s1\.warc\.parquet$"),
+    ("quality: reading a shard", rf"^GET {RUN}/dedup/{CRAWL}/"),
     ("quality: writing a shard", rf"^(PUT|POST) {RUN}/quality/{CRAWL}/"),
     ("quality: shard written, ledger entry not", rf"^(PUT|POST) {RUN}/quality/_ledger/"),
     ("rephrase: writing a batch of answers", rf"^(PUT|POST) {RUN}/synth/rephrase-nemotron/_parts/"),
@@ -55,8 +58,8 @@ def command(root: str, endpoint: str, server: str, tiny_bert: str, tiny_fasttext
                    "buckets.sample_fraction=1.0", "cache.enabled=false"]
     sets = [f"root={root}", f"input=[s3://{BUCKET}/in/*.warc.gz]", f"storage.endpoint_url={endpoint}",
             f"stages.quality.set={json.dumps(classifiers)}",
-            f"stages.synthesize.0.set={json.dumps(['routing.low=[]', 'routing.low_max=-1', *engine])}",
-            f"stages.synthesize.1.set={json.dumps(engine)}",
+            f"stages.synthesize.0.set={json.dumps([*ALL_HIGH, *engine])}",
+            f"stages.synthesize.1.set={json.dumps([f'select={EVERY_BUCKET}', *engine])}",
             f"stages.synthesize.2.set={json.dumps([f'select={TPT_SELECT}', *engine])}"]
     return [sys.executable, "-m", "jobs.pipeline", "--config", str(ROOT / "jobs" / "recipes" / "mixture.yaml"),
             *[arg for s in sets for arg in ("--set", s)]]
@@ -106,31 +109,36 @@ def test_a_pipeline_killed_at_every_stage_resumes_to_an_uninterrupted_runs_outpu
                     second = subprocess.run(killed, cwd=ROOT, capture_output=True, text=True, timeout=120)
                     assert second.returncode == 2
                     assert second.stderr.strip().splitlines()[-1].startswith(
-                        f"error: output s3://{BUCKET}/out/mix is being written by another run: pid {job.pid} on ")
+                        f"error: output s3://{BUCKET}/out/mixture is being written by another run: pid {job.pid} on ")
             finally:
                 os.killpg(job.pid, signal.SIGKILL)
                 job.wait()
                 proxy.hold(None)
-            for folder, ids in visible(fs, f"{BUCKET}/out/mix").items():
+            for folder, ids in visible(fs, f"{BUCKET}/out/mixture").items():
                 assert len(ids) == len(set(ids)), f"after the kill at {point}: repeated ids in {folder}"
+        with proxy.lock:  # the last run: 503 SlowDown to every 4th request, a reset connection to every 7th
+            proxy.faults, proxy.every, proxy.reset_every = proxy.requests + 100_000, 4, 7
         resumed = start(killed)
         assert resumed.wait(timeout=900) == 0, resumed.stderr.read()[-3000:]
+        assert proxy.slow_downs > 10 and proxy.resets > 10
         clean = start(command(f"s3://{BUCKET}/clean", s3_server, server.url, tiny_bert, tiny_fasttext))
         assert clean.wait(timeout=900) == 0, clean.stderr.read()[-3000:]
     finally:
         proxy.close()
         server.close()
 
-    after, uninterrupted = visible(fs, f"{BUCKET}/out/mix"), visible(fs, f"{BUCKET}/clean/mix")
+    after, uninterrupted = visible(fs, f"{BUCKET}/out/mixture"), visible(fs, f"{BUCKET}/clean/mixture")
     assert sorted(after) == sorted(uninterrupted)
-    assert {"filter", "rejected", "dedup", "quality", "synth/rewire", "synth/tpt"} <= set(after)
+    assert {"filter", "dedup", "dedup/_duplicates", "quality", "synth/rephrase-nemotron", "synth/rewire",
+            "synth/tpt"} <= set(after)
     for folder, ids in uninterrupted.items():
         assert sorted(after[folder]) == sorted(ids), folder
         assert len(ids) == len(set(ids)), folder
-    mixtures = [json.loads(s3_client.get_object(Bucket=BUCKET, Key=f"{side}/mix/mixture.json")["Body"].read())
+    mixtures = [json.loads(s3_client.get_object(Bucket=BUCKET, Key=f"{side}/mixture/mixture.json")["Body"].read())
                 for side in ("out", "clean")]
     for mixture in mixtures:
         mixture.pop("wall_seconds")
+        mixture["sources"] = [source.replace("/clean/", "/out/") for source in mixture["sources"]]
     assert mixtures[0] == mixtures[1] and mixtures[0]["documents"] > 0
     left = [o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix="out/").get("Contents", [])]
     assert not [k for k in left if k.endswith("_lock.json") or "/_parts/" in k], left

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from jobs.classify_config import QualityRecipe
 from jobs.config import load_model, load_recipe
 from jobs.dedup import DedupRecipe
 from jobs.preflight import check_curate, check_dedup, check_synthesize
@@ -166,3 +167,24 @@ def test_the_job_stops_with_one_line_naming_the_key_before_ray_starts(tmp_path, 
     elapsed = time.monotonic() - started
     assert (done.returncode, done.stdout, done.stderr.splitlines()) == (2, "", [line])
     assert "Ray" not in done.stderr and elapsed < 5  # a local Ray alone takes longer than this to start
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["classifiers=[{name: dclm, kind: fasttext, model: /no/such/model.bin}]", "buckets.classifiers=[dclm]"],
+     "classifiers[0].model: /no/such/model.bin does not exist"),
+    (["classifiers=[{name: dclm, kind: fasttext, model: s3://qpreflight/gone.bin}]", "buckets.classifiers=[dclm]"],
+     "classifiers[0].model: s3://qpreflight/gone.bin does not exist"),
+    (["rating.llm.model=./models/none"], "rating.llm.model: ./models/none does not exist"),
+], ids=["local_classifier", "s3_classifier", "rating_model"])
+def test_the_quality_job_names_a_missing_model_before_ray_starts(tmp_path, monkeypatch, s3_server, s3_client,
+                                                                sets, message):
+    from jobs.classify import run
+
+    monkeypatch.chdir(tmp_path)
+    s3_client.create_bucket(Bucket="qpreflight")
+    shipped = "quality-llm.yaml" if sets[0].startswith("rating") else "quality.yaml"
+    recipe = load_model(QualityRecipe, str(ROOT / "jobs" / "recipes" / shipped),
+                        [f"input={tmp_path}/in", f"output={tmp_path}/out", f"storage.endpoint_url={s3_server}", *sets])
+    with pytest.raises(FileNotFoundError) as err:
+        run(recipe)
+    assert str(err.value) == message and not (tmp_path / "out").exists()

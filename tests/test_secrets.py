@@ -34,3 +34,27 @@ def test_a_planted_secret_is_in_no_log_stats_ledger_or_output(tmp_path, s3_serve
     assert any(k.endswith("_stats.json") for k in keys) and any("/_ledger/" in k for k in keys)
     for key in keys:
         assert secret.encode() not in s3_client.get_object(Bucket="secret", Key=key)["Body"].read(), key
+
+
+def test_no_code_of_ours_evaluates_text_or_runs_a_shell():
+    """Page text, URLs and model output are data: no ``eval``/``exec``/``compile``, no shell, no pickle
+    of anything read, anywhere in ``operators/`` or ``jobs/``."""
+    import ast
+
+    banned_calls = {"eval", "exec", "compile", "__import__"}
+    banned_attrs = {("os", "system"), ("os", "popen"), ("pickle", "loads"), ("pickle", "load"), ("marshal", "loads")}
+    found = []
+    for path in sorted([*(ROOT / "operators").rglob("*.py"), *(ROOT / "jobs").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in banned_calls:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {func.id}()")
+            if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                    and (func.value.id, func.attr) in banned_attrs):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {func.value.id}.{func.attr}()")
+            if any(k.arg == "shell" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                   for k in node.keywords):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} shell=")
+    assert found == []

@@ -26,6 +26,8 @@ class ExtractParams(BaseModel):
     engine: Literal["resiliparse", "trafilatura"] = "resiliparse"
     timeout_s: float = Field(5.0, gt=0, description="per-document wall-clock limit")
     max_bytes: int = Field(4_000_000, gt=0, description="larger HTML bodies are rejected unread")
+    memory_mb: int = Field(2048, ge=64, description="address space of the extraction process: a page that "
+                                                    "needs more is counted 'error' (a 4 MB page needs about 175)")
     main_content: bool = True
 
 
@@ -42,7 +44,7 @@ class Extract(Operator):
 
     def warm_up(self) -> None:
         if self._sandbox is None:
-            self._sandbox = Sandbox(self.p.engine, self.p.main_content, self.p.timeout_s)
+            self._sandbox = Sandbox(self.p.engine, self.p.main_content, self.p.timeout_s, self.p.memory_mb)
             self._sandbox.start()
 
     def _unread_rule(self, ctype: str | None, length: int) -> str:

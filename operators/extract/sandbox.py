@@ -5,8 +5,9 @@ page's nesting depth (100k nested ``<div>`` take minutes), so the limit is enfor
 outside: the child extracts pages one at a time and reports each; when it is silent past the
 limit it is killed, that page is counted ``timeout``, and a fresh child takes the rest of the
 batch; a page that finished but took longer than the limit counts as ``timeout`` too, so the
-rule does not depend on timing. A child that dies on a page (a native crash) costs that page
-(``error``), nothing more.
+rule does not depend on timing. The child's address space is capped (``memory_mb``), so a page
+that needs more fails to allocate instead of exhausting the worker's memory. A child that dies on a
+page (a native crash, an allocation refused) costs that page (``error``), nothing more.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ START_S = 120.0  # a new child has this long to import its engine and say it is 
 CHILD = "import sys; from operators.extract.sandbox import serve; serve(*sys.argv[1:])"
 
 
-def serve(read_fd: str, write_fd: str, engine: str, main_content: str) -> None:
+def serve(read_fd: str, write_fd: str, engine: str, main_content: str, memory_mb: str) -> None:
     """The child: extract the pages it is sent one at a time, reporting each."""
+    import resource
+
     inbox, outbox = Connection(int(read_fd), writable=False), Connection(int(write_fd), readable=False)
     from operators.extract.pages import extract_page
 
+    limit = int(memory_mb) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     outbox.send("ready")
     while True:
         try:
@@ -41,10 +46,10 @@ def serve(read_fd: str, write_fd: str, engine: str, main_content: str) -> None:
 
 
 class Sandbox:
-    """``run(pages)`` -> ``[(text, rule)]`` with a hard wall-clock limit per page."""
+    """``run(pages)`` -> ``[(text, rule)]`` with a hard wall-clock and memory limit per page."""
 
-    def __init__(self, engine: str, main_content: bool, timeout_s: float):
-        self.args = (engine, "1" if main_content else "0")
+    def __init__(self, engine: str, main_content: bool, timeout_s: float, memory_mb: int = 2048):
+        self.args = (engine, "1" if main_content else "0", str(memory_mb))
         self.timeout_s = timeout_s
         self.proc = self.inbox = self.outbox = None
         self.ready = False

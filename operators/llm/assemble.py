@@ -3,8 +3,9 @@
 Each prompt family turns its answers into output text its own way: rephrasings (WRAP,
 Nemotron-CC) are re-joined in chunk order; REWIRE keeps only the improved span of each answer
 (``synth.no_tags`` without it); TPT appends the thinking to the document, ``[document; thinking]``
-(or interleaves ``[segment; thinking]`` pairs). Then the shared validators run, and for the
-families that must keep the source's facts, the faithfulness rule (``synth.unfaithful``).
+(or interleaves ``[segment; thinking]`` pairs). An output any of whose requests the endpoint answered
+with an error is ``synth.engine_error``. Then the shared validators run, and for the families that must
+keep the source's facts, the faithfulness rule (``synth.unfaithful``).
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
         text, measured, rule = built[i]
         expected = [parent[doc_id].get("language")] if validation["check_language"] else None
         cut = any(r["truncated"] for r in groups[(doc_id, name)])
-        found = rule or validate([measured], [sources[i]], [cut], prompts[name].length_ratio or ANY_LENGTH,
-                                 validation["copy_jaccard"], [languages[i]], expected)[0]
+        failed = any(r["error"] for r in groups[(doc_id, name)])
+        found = ("engine_error" if failed else None) or rule or validate(
+            [measured], [sources[i]], [cut], prompts[name].length_ratio or ANY_LENGTH, validation["copy_jaccard"],
+            [languages[i]], expected)[0]
         if (found is None and prompts[name].family in validation["faithfulness_families"]
                 and faithful[i] < validation["min_faithfulness"]):
             found = "unfaithful"

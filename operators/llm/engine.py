@@ -5,12 +5,15 @@ tokenisation and detokenisation done by ray.data.llm's stages. ``openai``: any O
 ``/chat/completions`` endpoint through ray.data.llm's HTTP processor. Either way a request row
 carries ``request_key``, ``prompt_name`` (a prompt name or path), ``chunk`` and ``request_seed``; the
 messages are rendered on the workers from the prompt file; every result row gets ``generated``, ``tokens_in``,
-``tokens_out`` and ``truncated`` (stopped at ``max_tokens``).
+``tokens_out``, ``truncated`` (stopped at ``max_tokens``) and ``error`` (what an endpoint answered
+instead of a choice, else empty). Endpoint requests are retried with backoff on 408/429/502/503/504
+and dropped connections (``endpoint.retries``); past that the run stops, its shards left unfinished.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -35,6 +38,8 @@ class EndpointConfig(Strict):
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
     qps: int | None = None
     concurrency: int = 4
+    retries: int = Field(5, ge=0, description="per request, on 408/429/502/503/504 and dropped connections")
+    retry_backoff_s: float = Field(1.0, ge=0, description="first wait before a retry; doubles each time")
 
     @field_validator("url")
     @classmethod
@@ -111,7 +116,7 @@ def _vllm(llm: LLMConfig, helper_cpus: float):
         tokens_out = int(row.get("num_generated_tokens") or 0)
         return {**{k: row[k] for k in PASS_THROUGH}, "generated": row.get("generated_text") or "",
                 "tokens_in": int(row.get("num_input_tokens") or 0), "tokens_out": tokens_out,
-                "truncated": tokens_out >= llm.sampling.max_tokens}
+                "truncated": tokens_out >= llm.sampling.max_tokens, "error": ""}
 
     processor = build_processor(config, preprocess=pre, postprocess=post,
                                 preprocess_map_kwargs={"num_cpus": helper_cpus},
@@ -129,6 +134,8 @@ def _openai(llm: LLMConfig, helper_cpus: float):
         headers["Authorization"] = f"Bearer {os.environ[llm.endpoint.api_key_env]}"
     config = HttpRequestProcessorConfig(url=llm.endpoint.url.rstrip("/") + "/chat/completions", headers=headers,
                                         qps=llm.endpoint.qps, concurrency=llm.endpoint.concurrency,
+                                        max_retries=llm.endpoint.retries,
+                                        base_retry_wait_time_in_s=llm.endpoint.retry_backoff_s,
                                         http_request_stage={"enabled": True, "num_cpus": helper_cpus})
 
     def pre(row: dict) -> dict:
@@ -138,16 +145,38 @@ def _openai(llm: LLMConfig, helper_cpus: float):
 
     def post(row: dict) -> dict:
         response = row.get("http_response") or {}
-        choice = (response.get("choices") or [{}])[0]
-        usage = response.get("usage") or {}
+        choices = response.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        content = message.get("content")
         return {**{k: row[k] for k in PASS_THROUGH},
-                "generated": (choice.get("message") or {}).get("content") or "",
+                "generated": content if isinstance(content, str) else "",
                 "tokens_in": int(usage.get("prompt_tokens") or 0),
                 "tokens_out": int(usage.get("completion_tokens") or 0),
-                "truncated": choice.get("finish_reason") == "length"}
+                "truncated": choice.get("finish_reason") == "length",
+                "error": "" if choice else _error(response)}
 
     return build_processor(config, preprocess=pre, postprocess=post, preprocess_map_kwargs={"num_cpus": helper_cpus},
                            postprocess_map_kwargs={"num_cpus": helper_cpus})
+
+
+def _error(response: dict) -> str:
+    """What an answer without a choice says (an OpenAI or vLLM error body), on one short line."""
+    error = response.get("error")
+    text = (error.get("message") if isinstance(error, dict) else error) or response.get("message")
+    return " ".join(str(text).split())[:300] if text else "an answer without a choice"
+
+
+def engine_errors(key: str, results: list[dict]) -> dict[str, int]:
+    """The endpoint's error answers among a shard's results, most common first (for its ledger entry).
+    Raises RuntimeError when every request failed: a broken endpoint, not bad documents, so the shard
+    is left unfinished and a re-run redoes it."""
+    errors = Counter(r["error"] for r in results if r["error"])
+    if results and errors.total() == len(results):
+        raise RuntimeError(f"shard {key}: the endpoint answered all {len(results)} requests with an error, "
+                           f"e.g. {next(iter(errors))}")
+    return dict(errors.most_common(5))
 
 
 def build_engine(llm: LLMConfig, helper_cpus: float):
