@@ -51,10 +51,12 @@ def ray_head(s3_server):
             assert head.poll() is None and time.monotonic() < deadline, probe.stderr[-2000:] + probe.stdout[-2000:]
             time.sleep(2)
         yield address
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
+    finally:  # Ray's own graceful stop takes about 30 s here; the whole process group goes at once
+        os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=60)
+    left = subprocess.run(["pgrep", "-f", folder], capture_output=True, text=True).stdout.split()
     shutil.rmtree(folder, ignore_errors=True)
+    assert left == [], f"Ray processes outlived the head's process group: {left}"
 
 
 def _make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
