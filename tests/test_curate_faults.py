@@ -303,3 +303,16 @@ def test_slow_down_answers_slow_responses_and_a_vanished_input(tmp_path, ray_loc
     clean_kept, clean_rejected = outputs(tmp_path / "clean")
     assert sorted(ids) == sorted(r["id"] for r in clean_kept + clean_rejected)
     assert len(ids) == 40
+
+
+def test_a_finished_shard_whose_input_is_deleted_after_the_listing_stays_finished(tmp_path):
+    from operators.io.ledger import to_do
+    from operators.io.storage import Storage
+
+    (tmp_path / "a.warc.gz").write_bytes(b"a")
+    storage, ledger = Storage(), tmp_path / "a.json"
+    ledger.write_text(json.dumps({"input": storage.stat(str(tmp_path / "a.warc.gz")), "outputs": {}}))
+    (tmp_path / "a.warc.gz").unlink()  # gone between the listing and the ledger check
+    names = {"a": str(tmp_path / "a.warc.gz"), "b": str(tmp_path / "b.warc.gz")}
+    assert to_do(storage, names, lambda n: str(tmp_path / f"{n}.json"), {"a"}) == (["b"], [])
+    assert ledger.exists()

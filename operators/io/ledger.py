@@ -12,11 +12,14 @@ and refuses (:class:`StaleAttempt`) once the lease holds a newer attempt.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from operators.io.storage import Storage
+
+log = logging.getLogger("cc_refinery.ledger")
 
 THREADS = 32  # metadata requests in flight on the driver
 LEASE_ENV, ATTEMPT_ENV = "CC_REFINERY_LEASE", "CC_REFINERY_ATTEMPT"
@@ -51,7 +54,12 @@ def commit_entry(storage: Storage, uri: str, entry: dict) -> dict:
 
 def _changed(storage: Storage, ledger: str, uri: str) -> bool:
     entry = json.loads(storage.read_bytes(ledger))
-    if entry.get("input") == storage.stat(uri):
+    try:
+        current = storage.stat(uri)
+    except FileNotFoundError:  # listed, then deleted: what its finished run wrote stands
+        log.warning("%s is gone since it was listed; its finished output is kept", uri)
+        return False
+    if entry.get("input") == current:
         return False
     storage.delete(ledger)
     for output in (entry.get("outputs") or {}).values():
