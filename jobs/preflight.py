@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from jobs.config import Recipe
     from jobs.dedup import DedupRecipe
     from jobs.synthesize import SynthRecipe
+    from operators.llm.engine import LLMConfig
 
 
 def check_curate(recipe: Recipe) -> None:
@@ -49,29 +50,36 @@ def check_synthesize(recipe: SynthRecipe) -> None:
         raise ValueError(f"llm.endpoint.api_key_env: environment variable {llm.endpoint.api_key_env} is not set")
     if recipe.tokenizer is None and is_s3(llm.model):
         raise ValueError("tokenizer: required when llm.model is an s3:// URI (chunking loads it with transformers)")
-    paths = {"tokenizer": recipe.tokenizer} if recipe.tokenizer else {}
-    if llm.engine == "vllm" or recipe.tokenizer is None:  # an endpoint's model is a served name, not a path
-        paths["llm.model"] = llm.model
-    for key, name in paths.items():
-        if _local_path(name) and not os.path.exists(os.path.expanduser(name)):
-            raise FileNotFoundError(f"{key}: {name} does not exist")
+    _files_exist(_llm_files(llm, recipe.tokenizer))
     _writable(Storage(**recipe.storage.model_dump()), recipe.output, "output")
 
 
 def check_quality(recipe: QualityRecipe) -> None:
     """Each classifier's local or s3:// model, the rating's local model and tokenizer exist; ``output`` is writable."""
     storage = Storage(**recipe.storage.model_dump())
-    paths = {f"classifiers[{i}].model": c.model for i, c in enumerate(recipe.classifiers)}
+    files = {f"classifiers[{i}].model": c.model for i, c in enumerate(recipe.classifiers)}
     if recipe.rating is not None:
-        paths.update({"rating.tokenizer": recipe.rating.tokenizer} if recipe.rating.tokenizer else {})
-        if recipe.rating.llm.engine == "vllm" or recipe.rating.tokenizer is None:
-            paths["rating.llm.model"] = recipe.rating.llm.model
-    for key, name in paths.items():
-        if is_s3(name):
+        files.update(_llm_files(recipe.rating.llm, recipe.rating.tokenizer, "rating."))
+    _files_exist(files, storage)
+    _writable(storage, recipe.output, "output")
+
+
+def _llm_files(llm: LLMConfig, tokenizer: str | None, prefix: str = "") -> dict[str, str]:
+    """``{key: name}`` of what an LLM stage loads itself: the tokenizer, and the model unless an endpoint
+    serves it (an endpoint's model is a served name, not a path)."""
+    files = {f"{prefix}tokenizer": tokenizer} if tokenizer else {}
+    if llm.engine == "vllm" or tokenizer is None:
+        files[f"{prefix}llm.model"] = llm.model
+    return files
+
+
+def _files_exist(files: dict[str, str], storage: Storage | None = None) -> None:
+    """Each local path in ``files`` exists, and with ``storage`` each s3:// URI too (hub ids are not checked)."""
+    for key, name in files.items():
+        if storage is not None and is_s3(name):
             _exists(storage, name, key)
         elif _local_path(name) and not os.path.exists(os.path.expanduser(name)):
             raise FileNotFoundError(f"{key}: {name} does not exist")
-    _writable(storage, recipe.output, "output")
 
 
 def _local_path(name: str) -> bool:
