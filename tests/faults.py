@@ -32,9 +32,13 @@ def forward(client: socket.socket, upstream: socket.socket, cut=lambda size: Fal
 
 def close_pair(client: socket.socket, upstream: socket.socket, reset: bool) -> None:
     for s in (client, upstream):
-        if reset:  # a real TCP RST
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.close()
+        close(s, reset)
+
+
+def close(s: socket.socket, reset: bool) -> None:
+    if reset:  # a real TCP RST
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
 
 
 class Proxy:
@@ -181,8 +185,7 @@ class FaultyHttpProxy(Proxy):
         if number <= self.faults and self.reset_every and number % self.reset_every == 0:
             with self.lock:
                 self.resets += 1
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            return client.close()
+            return close(client, reset=True)
         if number <= self.faults and number % self.every == 0:
             with self.lock:
                 self.slow_downs += 1

@@ -14,11 +14,7 @@ from tests.test_synthesize_families import synthesize, which
 
 GOOD = ("<thinking starts>Context.<thinking ends><improved response starts>Opened in 1876, the bridge over the "
         "Danube in Vienna spans 350 metres and joined both banks of the city.<improved response ends>")
-RETRY = ["endpoint.retries=2", "endpoint.retry_backoff_s=0.05"]
-
-
-def llm(*sets: str) -> list[str]:
-    return [f"llm.{s}" for s in sets]
+RETRY = ["llm.endpoint.retries=2", "llm.endpoint.retry_backoff_s=0.05"]
 
 
 @pytest.mark.slow
@@ -37,7 +33,7 @@ def test_a_failed_request_is_counted_and_a_busy_endpoint_is_retried(tmp_path, ra
 
     server = ScriptedLLM(answer)
     try:
-        stats, kept, rejected = synthesize(tmp_path, "rewire.yaml", server, tiny_bert, *llm(*RETRY))
+        stats, kept, rejected = synthesize(tmp_path, "rewire.yaml", server, tiny_bert, *RETRY)
     finally:
         server.close()
     assert seen == {"good": 3, "lossy": 1, "untagged": 1}
@@ -61,7 +57,7 @@ def test_an_endpoint_that_fails_every_request_stops_the_run_naming_it(tmp_path, 
     server = ScriptedLLM(lambda messages: reply)
     try:
         with pytest.raises(RuntimeError, match=r"^1 shard\(s\) not finished: ") as err:
-            synthesize(tmp_path, "rewire.yaml", server, tiny_bert, *llm(*RETRY))
+            synthesize(tmp_path, "rewire.yaml", server, tiny_bert, *RETRY)
     finally:
         server.close()
     assert says in str(err.value) and "\n" not in str(err.value)

@@ -23,14 +23,11 @@ import pytest
 from tests.conftest import ENGLISH, ROOT, html_page, write_warc
 from tests.faults import FaultyHttpProxy
 from tests.scripted_llm import ScriptedLLM
-from tests.test_pipeline import answer
+from tests.test_pipeline import answer, stage_sets
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 BUCKET, CRAWL = "killed", "CC-MAIN-2024-22"
 RUN = f"/{BUCKET}/out/mixture"
-# every synthesis stage gets documents whatever buckets the random tiny classifiers give
-TPT_SELECT, EVERY_BUCKET = "{column: quality_bucket, min: 0, fraction: 0.5}", "{column: quality_bucket, min: 0}"
-ALL_HIGH = ["routing.low=[]", "routing.low_max=-1", "routing.threshold=0"]
 # (what the job is doing, the request held: METHOD /bucket/key), in the order the pipeline reaches them
 POINTS = [  # any shard: with two workers, the others may be done while one is held
     ("curate: reading a shard", rf"^GET /{BUCKET}/in/s1\.warc\.gz$"),
@@ -51,16 +48,11 @@ POINTS = [  # any shard: with two workers, the others may be done while one is h
 
 
 def command(root: str, endpoint: str, server: str, tiny_bert: str, tiny_fasttext: str) -> list[str]:
-    engine = ["llm.engine=openai", "llm.model=scripted", f"llm.endpoint.url={server}", f"tokenizer={tiny_bert}"]
-    classifiers = [f"classifiers=[{{name: dclm, kind: fasttext, model: {tiny_fasttext}}}, {{name: nemotron_edu, "
-                   f"kind: transformer, model: {tiny_bert}, device: cpu, dtype: float32}}, {{name: mixtral_edu, "
-                   f"kind: transformer, model: {tiny_bert}, device: cpu, dtype: float32}}]",
-                   "buckets.sample_fraction=1.0", "cache.enabled=false"]
+    """The user's pipeline command; every synthesis stage gets documents whatever buckets the random tiny
+    classifiers give (Nemotron-CC's threshold and REWIRE's band open to all)."""
     sets = [f"root={root}", f"input=[s3://{BUCKET}/in/*.warc.gz]", f"storage.endpoint_url={endpoint}",
-            f"stages.quality.set={json.dumps(classifiers)}",
-            f"stages.synthesize.0.set={json.dumps([*ALL_HIGH, *engine])}",
-            f"stages.synthesize.1.set={json.dumps([f'select={EVERY_BUCKET}', *engine])}",
-            f"stages.synthesize.2.set={json.dumps([f'select={TPT_SELECT}', *engine])}"]
+            *stage_sets(server, tiny_bert, tiny_fasttext, nemotron=("routing.threshold=0",),
+                        rewire=("select={column: quality_bucket, min: 0}",))]
     return [sys.executable, "-m", "jobs.pipeline", "--config", str(ROOT / "jobs" / "recipes" / "mixture.yaml"),
             *[arg for s in sets for arg in ("--set", s)]]
 

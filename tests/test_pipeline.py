@@ -25,6 +25,24 @@ def answer(messages: list[dict]) -> str:
     return "\n\n".join(ENGLISH)
 
 
+TPT_HALF = "{column: quality_bucket, min: 0, fraction: 0.5}"
+
+
+def stage_sets(server: str, tiny_bert: str, tiny_fasttext: str, nemotron: tuple[str, ...] = (),
+               rewire: tuple[str, ...] = ()) -> list[str]:
+    """The mixture's stage overrides for tests: tiny local classifiers, the scripted endpoint for every LLM
+    stage, Nemotron-CC's high prompts only, TPT on half the documents; ``nemotron``/``rewire`` add to those."""
+    engine = ["llm.engine=openai", "llm.model=scripted", f"llm.endpoint.url={server}", f"tokenizer={tiny_bert}"]
+    classifiers = [f"classifiers=[{{name: dclm, kind: fasttext, model: {tiny_fasttext}}}, {{name: nemotron_edu, "
+                   f"kind: transformer, model: {tiny_bert}, device: cpu, dtype: float32}}, {{name: mixtral_edu, "
+                   f"kind: transformer, model: {tiny_bert}, device: cpu, dtype: float32}}]",
+                   "buckets.sample_fraction=1.0", "cache.enabled=false"]
+    return [f"stages.quality.set={json.dumps(classifiers)}",
+            f"stages.synthesize.0.set={json.dumps(['routing.low=[]', 'routing.low_max=-1', *nemotron, *engine])}",
+            f"stages.synthesize.1.set={json.dumps([*rewire, *engine])}",
+            f"stages.synthesize.2.set={json.dumps([f'select={TPT_HALF}', *engine])}"]
+
+
 @pytest.mark.slow
 def test_the_mixture_runs_every_stage_and_counts_every_kind(tmp_path, ray_local, tiny_bert, tiny_fasttext):
     rng = random.Random(3)
@@ -32,18 +50,10 @@ def test_the_mixture_runs_every_stage_and_counts_every_kind(tmp_path, ray_local,
              for i in range(24)]
     write_warc(tmp_path / "crawl.warc.gz", pages)
     server = ScriptedLLM(answer)
-    engine = ["llm.engine=openai", "llm.model=scripted", f"llm.endpoint.url={server.url}", f"tokenizer={tiny_bert}"]
-    classifiers = [f"classifiers=[{{name: dclm, kind: fasttext, model: {tiny_fasttext}}}, {{name: nemotron_edu, "
-                   f"kind: transformer, model: {tiny_bert}, device: cpu, dtype: float32}}, {{name: mixtral_edu, "
-                   f"kind: transformer, model: {tiny_bert}, device: cpu, dtype: float32}}]",
-                   "buckets.sample_fraction=1.0", "cache.enabled=false"]
     recipe = load_model(MixtureRecipe, str(ROOT / "jobs" / "recipes" / "mixture.yaml"), [
         f"root={tmp_path / 'out'}", f"input=[{tmp_path / 'crawl.warc.gz'}]",
         f"stages.dedup.set={json.dumps(['spark.master=local[2]', 'spark.driver_memory=2g'])}",
-        f"stages.quality.set={json.dumps(classifiers)}",
-        f"stages.synthesize.0.set={json.dumps(['routing.low=[]', 'routing.low_max=-1', *engine])}",
-        f"stages.synthesize.1.set={json.dumps(engine)}",
-        f"stages.synthesize.2.set={json.dumps(['select={column: quality_bucket, min: 0, fraction: 0.5}', *engine])}"])
+        *stage_sets(server.url, tiny_bert, tiny_fasttext)])
     try:
         result = run(recipe)
     finally:
