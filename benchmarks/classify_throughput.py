@@ -114,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     cores = 1 if args.device == "gpu" else int(ray.cluster_resources()["CPU"])
     texts = real_texts()
     folder = Path(tempfile.mkdtemp(prefix="cc-refinery-bench-classify-"))

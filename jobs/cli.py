@@ -52,18 +52,21 @@ def _stop_ray() -> None:
 
 
 def start_ray(cluster) -> str:
-    """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray with ``cluster.num_cpus``;
-    return the Ray session folder on this node (its ``logs/`` hold the workers' output). The sentinel's
-    lease and attempt (ledger fencing) go to the workers too, wherever they run."""
+    """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray of our own with
+    ``cluster.num_cpus``, never joining a cluster that happens to run on this machine (``ray.init()``
+    with no address would join a ``ray start`` head); return the Ray session folder on this node (its
+    ``logs/`` hold the workers' output). The sentinel's lease and attempt (ledger fencing) go to the
+    workers too, wherever they run."""
     import ray
 
     from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV
 
-    local = cluster.address is None and not os.environ.get("RAY_ADDRESS")
+    address = cluster.address or os.environ.get("RAY_ADDRESS") or "local"
+    local = address == "local"
     # a submitted job's runtime env may carry them already; Ray refuses the same key from both
     job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}).get("env_vars")
     fence = {k: os.environ[k] for k in (LEASE_ENV, ATTEMPT_ENV) if k in os.environ and k not in (job_env or {})}
-    context = ray.init(address=cluster.address, num_cpus=cluster.num_cpus if local else None, log_to_driver=False,
+    context = ray.init(address=address, num_cpus=cluster.num_cpus if local else None, log_to_driver=False,
                        include_dashboard=cluster.dashboard if local else None, ignore_reinit_error=True,
                        runtime_env={"env_vars": fence} if fence else None)
     return context.address_info["session_dir"]

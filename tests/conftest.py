@@ -123,7 +123,7 @@ def ray_local(s3_server, tmp_path_factory):
     caches = tmp_path_factory.mktemp("caches")
     os.environ.update(VLLM_CACHE_ROOT=str(caches / "vllm"), XDG_CACHE_HOME=str(caches / "xdg"), HF_HUB_OFFLINE="1",
                       VLLM_CPU_KVCACHE_SPACE="1", RAY_USAGE_STATS_ENABLED="0")
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

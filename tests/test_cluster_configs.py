@@ -19,6 +19,7 @@ import yaml
 
 from jobs import cluster_config
 from jobs.cluster_config import render
+from tests.waiting import GENEROUS_S
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBERAY = ROOT.parent / "shared" / "reference" / "kuberay"
@@ -98,7 +99,7 @@ def problems(validator: jsonschema.Draft4Validator, manifest: dict) -> list[tupl
 
 def test_shipped_values_fail_naming_every_unset_value(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jobs.cluster_config", "render", "--out", str(tmp_path / "build")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+                            cwd=ROOT, capture_output=True, text=True, timeout=GENEROUS_S)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.splitlines() == [
         f"error: {ROOT / 'clusters' / 'values.yaml'}: set {', '.join(sorted(REQUIRED))} (missing, or still CHANGE-ME)"]

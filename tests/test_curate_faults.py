@@ -19,6 +19,7 @@ from jobs.config import load_recipe
 from jobs.curate import run
 from tests.conftest import ENGLISH, ROOT, html_page, write_warc
 from tests.faults import DroppingProxy, FaultyHttpProxy, members
+from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 
@@ -189,7 +190,7 @@ def test_cli_exits_nonzero_naming_the_shard_that_failed(tmp_path):
     done = subprocess.run([sys.executable, "-m", "jobs.curate", "--config", RECIPE,
                            "--set", f"input.paths={tmp_path}/in/*.warc.gz", "--set", f"output.root={tmp_path}/out"],
                           cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=GENEROUS_S)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: 1 shard(s) failed: html.warc"
     assert ledger(tmp_path, "fine.warc").exists() and not ledger(tmp_path, "html.warc").exists()
@@ -220,8 +221,8 @@ def test_killed_mid_run_and_restarted_the_output_reads_as_a_clean_run(tmp_path):
     leftover = tmp_path / "out" / "fineweb" / "filter" / "CC-MAIN-2024-22" / f".s9.warc.parquet.tmp-{'0' * 32}"
     leftover.write_bytes(b"PAR1 half a file")  # what a kill inside a write leaves
 
-    assert curate(f"{tmp_path}/out").wait(timeout=600) == 0
-    assert curate(f"{tmp_path}/clean").wait(timeout=600) == 0
+    assert curate(f"{tmp_path}/out").wait(timeout=GENEROUS_S) == 0
+    assert curate(f"{tmp_path}/clean").wait(timeout=GENEROUS_S) == 0
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp-" in p.name]
     trees = sorted(p.name for p in (tmp_path / "clean" / "fineweb").iterdir())
     assert sorted(p.name for p in (tmp_path / "out" / "fineweb").iterdir()) == trees

@@ -15,6 +15,7 @@ from jobs.config import load_recipe
 from jobs.curate import check_columns, run
 from operators.schema import output_schema
 from tests.conftest import ENGLISH, ROOT, write_warc, write_wet
+from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 WET_DOCS = [
@@ -129,7 +130,7 @@ def test_cli_default_recipe_runs_on_the_shipped_sample(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     done = subprocess.run([sys.executable, "-m", "jobs.curate", "--config", RECIPE,
                            "--set", f"output.root={tmp_path}"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["shards"] == 2
     stats = json.loads((tmp_path / "fineweb" / "filter" / "_stats.json").read_text())
@@ -141,7 +142,7 @@ def test_cli_default_recipe_runs_on_the_shipped_sample(tmp_path):
 def test_cli_rejects_unknown_key_before_doing_anything(tmp_path):
     done = subprocess.run([sys.executable, "-m", "jobs.curate", "--config", RECIPE,
                            "--set", "output.rot=/x", "--set", "pipeline.language.treshold=0.5"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 2
     assert "output.rot" in done.stderr and "pipeline.language.treshold" in done.stderr
 

@@ -20,6 +20,7 @@ from jobs.dedup import DedupRecipe, run
 from operators.dedup.minhash import jaccard, shingle_sets
 from operators.schema import conform, output_schema
 from tests.conftest import ENGLISH, GERMAN, ROOT
+from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "dedup.yaml")
 SCHEMA = output_schema({"gopher_word_count": pa.int64()})
@@ -170,7 +171,7 @@ def test_dedup_reads_and_writes_s3(tmp_path, spark, s3_server, s3_client):
 
 def test_cli_names_a_bad_key():
     done = subprocess.run([sys.executable, "-m", "jobs.dedup", "--config", RECIPE, "--set", "minhash.bnads=2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 2 and "minhash.bnads" in done.stderr
 
 
@@ -286,7 +287,7 @@ def test_spark_standalone_on_ray_gives_the_local_result(tmp_path, spark, real_te
     done = subprocess.run([sys.executable, "-m", "jobs.dedup", "--config", RECIPE, "--set", f"input={src}",
                            "--set", f"output={tmp_path / 'ray' / 'dedup'}", "--set", "spark.master=ray",
                            "--set", "ray.num_cpus=2", "--set", "spark.driver_memory=2g"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dedup: Spark standalone on Ray at spark://" in done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])

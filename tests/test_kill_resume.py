@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -24,8 +23,9 @@ from tests.conftest import ENGLISH, ROOT, html_page, write_warc
 from tests.faults import FaultyHttpProxy
 from tests.scripted_llm import ScriptedLLM
 from tests.test_pipeline import answer, stage_sets
+from tests.waiting import GENEROUS_S, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(4 * GENEROUS_S)]
 BUCKET, CRAWL = "killed", "CC-MAIN-2024-22"
 RUN = f"/{BUCKET}/out/mixture"
 # (what the job is doing, the request held: METHOD /bucket/key), in the order the pipeline reaches them
@@ -93,12 +93,10 @@ def test_a_pipeline_killed_at_every_stage_resumes_to_an_uninterrupted_runs_outpu
             proxy.hold(pattern)
             job = start(killed)
             try:
-                deadline = time.monotonic() + 300
-                while not proxy.held.wait(0.5) and job.poll() is None:
-                    assert time.monotonic() < deadline, f"{point}: not reached in 300 s"
+                wait_until(lambda j=job: proxy.held.wait(0.5) or j.poll() is not None, point, every_s=0)
                 assert job.poll() is None, f"ended before {point}: {job.stderr.read()[-2000:]}"
                 if n == 0:
-                    second = subprocess.run(killed, cwd=ROOT, capture_output=True, text=True, timeout=120)
+                    second = subprocess.run(killed, cwd=ROOT, capture_output=True, text=True, timeout=GENEROUS_S)
                     assert second.returncode == 2
                     assert second.stderr.strip().splitlines()[-1].startswith(
                         f"error: output s3://{BUCKET}/out/mixture is being written by another run: pid {job.pid} on ")
@@ -111,10 +109,10 @@ def test_a_pipeline_killed_at_every_stage_resumes_to_an_uninterrupted_runs_outpu
         with proxy.lock:  # the last run: 503 SlowDown to every 4th request, a reset connection to every 7th
             proxy.faults, proxy.every, proxy.reset_every = proxy.requests + 100_000, 4, 7
         resumed = start(killed)
-        assert resumed.wait(timeout=900) == 0, resumed.stderr.read()[-3000:]
+        assert resumed.wait(timeout=GENEROUS_S) == 0, resumed.stderr.read()[-3000:]
         assert proxy.slow_downs > 10 and proxy.resets > 10
         clean = start(command(f"s3://{BUCKET}/clean", s3_server, server.url, tiny_bert, tiny_fasttext))
-        assert clean.wait(timeout=900) == 0, clean.stderr.read()[-3000:]
+        assert clean.wait(timeout=GENEROUS_S) == 0, clean.stderr.read()[-3000:]
     finally:
         proxy.close()
         server.close()

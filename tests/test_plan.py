@@ -16,6 +16,7 @@ import pytest
 from jobs.plan import main
 from operators.llm.prompts import load_prompt
 from tests.conftest import ROOT
+from tests.waiting import GENEROUS_S
 
 CRAWL = "CC-MAIN-2099-01"
 SIZES = [6000, 8000, 10000, 12000]  # 36,000 bytes in all
@@ -119,7 +120,7 @@ def test_mixture_plan_by_hand(fake_crawl, capsys, monkeypatch):
 def run_cli(*argv: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "jobs.plan", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=os.environ.copy())
+                          timeout=GENEROUS_S, env=os.environ.copy())
     return done, time.monotonic() - start
 
 
@@ -147,7 +148,7 @@ def test_unknown_crawl_fails_in_bounded_time_with_one_line(fake_crawl):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == ("error: crawl CC-MAIN-2099-02: no listing at "
                            "s3://commoncrawl/crawl-data/CC-MAIN-2099-02/warc.paths.gz: not found\n")
-    assert seconds < 30
+    assert seconds < 120  # bounded, not hung (slack for a busy machine)
 
 
 @pytest.mark.parametrize(("crawl", "sets", "message"), [

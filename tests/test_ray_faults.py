@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import pytest
 
@@ -22,20 +21,23 @@ def test_a_killed_scoring_actor_and_writing_task_are_redone_and_the_output_is_ex
                                                                                     tiny_fasttext):
     write_input(tmp_path / "in", shards=4)
     killed: dict[str, int] = {}
+    finished = threading.Event()
 
-    def kill_each_victim_once() -> None:
-        deadline = time.monotonic() + 180
-        while len(killed) < len(VICTIMS) and time.monotonic() < deadline:
+    def kill_each_victim_once() -> None:  # until each is killed, or the run ended without one of them
+        while len(killed) < len(VICTIMS) and not finished.is_set():
             for title in VICTIMS:
                 for pid in _pids(title) if title not in killed else ():
                     os.kill(pid, signal.SIGKILL)
                     killed[title] = pid
-            time.sleep(0.005)
+            finished.wait(0.005)
 
     killer = threading.Thread(target=kill_each_victim_once)
     killer.start()
-    stats = run(recipe(tmp_path, tiny_bert, tiny_fasttext))
-    killer.join()
+    try:
+        stats = run(recipe(tmp_path, tiny_bert, tiny_fasttext))
+    finally:
+        finished.set()
+        killer.join()
 
     assert sorted(killed) == sorted(VICTIMS)
     clean = run(recipe(tmp_path / "clean", tiny_bert, tiny_fasttext, src=tmp_path / "in"))

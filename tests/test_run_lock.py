@@ -16,6 +16,7 @@ from operators.io.run_lock import Locked, RunLock
 from operators.io.storage import Storage
 from tests.conftest import ROOT, write_warc
 from tests.test_curate_faults import pages
+from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 
@@ -76,12 +77,12 @@ def test_a_second_curation_run_on_the_same_output_is_refused_naming_the_first(tm
     while not lock.exists():
         assert first.poll() is None, "the first run ended before the second started"
         time.sleep(0.05)
-    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=GENEROUS_S)
     assert first.poll() is None, "the first run ended before the second was refused"
     assert second.returncode == 2
     assert second.stderr.strip().splitlines()[-1].startswith(
         f"error: output {tmp_path}/out/fineweb/filter is being written by another run: pid {first.pid} on ")
-    assert first.wait(timeout=600) == 0 and not lock.exists()
+    assert first.wait(timeout=GENEROUS_S) == 0 and not lock.exists()
     assert len(list((tmp_path / "out" / "fineweb" / "filter" / "_ledger").iterdir())) == 8
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, write_warc
 from tests.test_curate_faults import pages
+from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 
@@ -26,7 +27,7 @@ def test_a_planted_secret_is_in_no_log_stats_ledger_or_output(tmp_path, s3_serve
     done = subprocess.run([sys.executable, "-m", "jobs.curate", "--config", RECIPE,
                            "--set", "input.paths=s3://secret/in/*.warc.gz", "--set", "output.root=s3://secret/out",
                            "--set", f"storage.endpoint_url={s3_server}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=GENEROUS_S)
 
     assert done.returncode == 2 and "junk.warc" in done.stderr.splitlines()[-1]  # it ran, and failed the junk
     assert secret not in done.stdout + done.stderr
