@@ -40,11 +40,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
-# Chromium from Debian's packages: tests/test_report.py renders the run report in it
+# Chromium from Debian's packages, installed only if missing: tests/test_report.py renders the run report in it
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 browser:
-	command -v chromium > /dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	@if command -v chromium > /dev/null; then echo "browser: $$(command -v chromium)"; \
+	elif command -v apt-get > /dev/null; then \
+	  echo "browser: no chromium; installing Debian's chromium package (tests/test_report.py renders the report in it)"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; \
+	else echo "browser: no chromium and no apt-get: install Chromium, else tests/test_report.py is skipped"; fi
 
-test: install
+# sets up what it needs first: the venv (make install) and Chromium (make browser)
+test: install browser
 	$(PY) -m pytest -m "not chaos"
 
 # the fault suite (issue 14): damaged and hostile input, kills and restarts at every stage, S3 faults, locks,
@@ -100,16 +106,18 @@ dedup: install
 	$(PY) -m jobs.dedup --config $(DEDUP_RECIPE) $(DEDUP_SETS)
 
 MIXTURE ?= jobs/recipes/mixture.yaml
+# MIXTURE=jobs/recipes/mixture-cpu.yaml: every stage on the CPU, from local models under models/ (README)
 pipeline: install
-	$(PY) -m jobs.pipeline --config $(MIXTURE)
+	$(PY) -m jobs.pipeline --config $(MIXTURE) $(if $(OUTPUT),--set 'root=$(OUTPUT)') $(foreach s,$(SET),--set '$(s)')
 
 SCHEDULE ?= jobs/recipes/schedule.yaml
 sentinel: install
 	$(PY) -m jobs.sentinel --config $(SCHEDULE) $(if $(OUTPUT),--set 'root=$(OUTPUT)') $(foreach s,$(SET),--set '$(s)')
 
-# RUN: a run root (a mixture root or one job's output); OUT: the page
+# RUN: a run root (a mixture root or one job's output); default: the run written last under OUTPUT (./output),
+# so `make run` then `make report` reports that run. OUT: the page (default: <run>/report.html)
 report: install
-	$(PY) -m jobs.report $(or $(RUN),output/mixture) $(if $(OUT),--out $(OUT))
+	$(PY) -m jobs.report $(or $(RUN),--under '$(or $(OUTPUT),output)') $(if $(OUT),--out '$(OUT)')
 
 PLAN_RECIPE ?= jobs/recipes/mixture.yaml
 plan: install

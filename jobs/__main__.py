@@ -8,12 +8,12 @@ that job's own keys (``input.paths`` and ``output.root`` for curation, ``root`` 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import json
 import sys
-from pathlib import Path
 
-import yaml
+from jobs.config import read_recipe
 
 # module, recipe model (module:attribute), --input key (a list of paths?), --output key
 JOBS = (
@@ -32,9 +32,14 @@ def _model(spec: str):
 
 
 def job_for(recipe: str) -> tuple[str, tuple[str, bool] | None, str]:
-    """The job (module, input key, output key) whose recipe model has every top-level key of ``recipe``."""
-    keys = set(yaml.safe_load(Path(recipe).read_text()) or {})
-    found = [(module, ikey, okey) for module, spec, ikey, okey in JOBS if keys <= set(_model(spec).model_fields)]
+    """The job (module, input key, output key) whose recipe model has every top-level key of ``recipe``; with
+    none, the one whose model has a near key for each of the others (misspelt: that job's validation names them)."""
+    keys = set(read_recipe(recipe))
+    fields = {module: set(_model(spec).model_fields) for module, spec, *_ in JOBS}
+    found = [(module, ikey, okey) for module, _, ikey, okey in JOBS if keys <= fields[module]]
+    if not found:
+        found = [(module, ikey, okey) for module, _, ikey, okey in JOBS if keys & fields[module] and all(
+            difflib.get_close_matches(str(key), fields[module], n=1) for key in keys - fields[module])]
     if len(found) != 1:
         names = ", ".join(m for m, *_ in found) or "none"
         raise ValueError(f"{recipe}: cannot tell which job it is for (top-level keys {sorted(keys)}; matches: {names})")

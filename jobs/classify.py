@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from jobs.classify_config import QualityRecipe
 from jobs.cli import job_main, start_ray
 from jobs.llm_cluster import failure, wait_for
-from jobs.preflight import check_quality
+from jobs.preflight import check_parquet_input, check_quality
 from jobs.progress import Progress
 from operators.io.layout import shard_of
 from operators.io.ledger import to_do
@@ -51,7 +51,7 @@ def _replica_cpus(recipe: QualityRecipe, cpus: float) -> float:
     return math.floor(0.75 * cpus / replicas * 100) / 100 if replicas else 0.0
 
 
-def _problem(recipe: QualityRecipe, cpus: float, gpus: float) -> str | None:
+def cluster_problem(recipe: QualityRecipe, cpus: float, gpus: float) -> str | None:
     """What the cluster lacks for the classifier actors and their helper stages, as one line."""
     need = sum(c.replicas * c.num_gpus for c in recipe.transformers if c.device == "gpu")
     if gpus < need:
@@ -166,6 +166,7 @@ def _stale(storage: Storage, ledger: str, done: list[str], calibration: dict | N
 def run(recipe: QualityRecipe) -> dict:
     """Run the job; return its stats. Raises RuntimeError, after writing the stats, if shards were left unfinished."""
     check_quality(recipe)
+    check_parquet_input(recipe)  # before anything is written: the run lock makes the output folder
     storage = Storage(**recipe.storage.model_dump())
     with RunLock(storage, recipe.output):
         if recipe.rating is not None:
@@ -185,7 +186,7 @@ def _score(recipe: QualityRecipe, storage: Storage) -> dict:
     if todo or (recipe.buckets and recipe.buckets.recalibrate):
         try:
             session = start_ray(recipe.ray)
-            cpus = wait_for(recipe.ray, lambda c, g: _problem(recipe, c, g), [{"CPU": 1}])
+            cpus = wait_for(recipe.ray, lambda c, g: cluster_problem(recipe, c, g), [{"CPU": 1}])
             calibration = calibrate(recipe, storage, paths, cpus)
             todo += _stale(storage, ledger, [k for k in sorted(paths) if k not in todo], calibration)
             rows = [{"path": paths[k], "key": k} for k in todo]

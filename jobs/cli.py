@@ -63,6 +63,9 @@ def start_ray(cluster) -> str:
 
     address = cluster.address or os.environ.get("RAY_ADDRESS") or "local"
     local = address == "local"
+    if local:  # Ray says on every local start that its default, token auth, is on: a fact, not a problem
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray"))
     # a submitted job's runtime env may carry them already; Ray refuses the same key from both
     job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}).get("env_vars")
     fence = {k: os.environ[k] for k in (LEASE_ENV, ATTEMPT_ENV) if k in os.environ and k not in (job_env or {})}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -27,7 +28,6 @@ from jobs.shard_pool import ShardPool
 from jobs.shard_runner import ShardRunner, layout_of, storage_of
 from operators.io.layout import Layout
 from operators.io.ledger import to_do
-from operators.io.listing import resolve_inputs, shard_names
 from operators.io.run_lock import RunLock
 from operators.io.shard import unit_name
 from operators.io.storage import Storage, join
@@ -86,12 +86,9 @@ def aggregate(entries: list[dict]) -> dict:
 
 def run(recipe: Recipe) -> dict:
     """Run the job; return the stage stats. Raises if any shard failed (after the others finish)."""
-    check_curate(recipe)
     signals = check_columns(recipe)
+    names = check_curate(recipe)  # the recipe's files, then the input, then the output: nothing written before
     storage, layout = storage_of(recipe), layout_of(recipe)
-    uris = resolve_inputs(storage, recipe.input.paths, recipe.input.crawl, recipe.input.format,
-                          recipe.input.shards, recipe.input.limit)
-    names = shard_names(uris)
     with RunLock(storage, layout.stage_dir):
         return _run_locked(recipe, signals, storage, layout, names)
 
@@ -144,8 +141,33 @@ def _run_locked(recipe: Recipe, signals: dict, storage: Storage, layout: Layout,
     return stats
 
 
+def where(recipe: Recipe, stats: dict) -> str:
+    """One line for a person, after the JSON summary: how many documents were kept, and where the run's files are."""
+    layout = layout_of(recipe)
+
+    def shown(path: str) -> str:
+        return path if "://" in path else os.path.normpath(path)
+
+    ops = list(stats["operators"].values())
+    seen = ops[0]["in"] if ops else stats["rows"].get("data", 0) + stats["rows"].get("rejected", 0)
+    run_dir = shown(join(layout.root, layout.run))
+    rejected = shown(join(run_dir, "rejected")) if recipe.output.rejected else "not written (output.rejected: false)"
+    return (f"kept {stats['rows'].get('data', 0):,} of {seen:,} documents: {shown(layout.stage_dir)} "
+            f"(rejected: {rejected}; stats: {shown(layout.stats)}; report: python -m jobs.report {run_dir})")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return job_main(__doc__, "python -m jobs.curate", Recipe, run, ("shards", "rows", "wall_seconds"), argv)
+    finished = []
+
+    def run_and_keep(recipe: Recipe) -> dict:
+        finished.append((recipe, stats := run(recipe)))
+        return stats
+
+    status = job_main(__doc__, "python -m jobs.curate", Recipe, run_and_keep, ("shards", "rows", "wall_seconds"), argv)
+    if status == 0 and finished:  # stdout stays the one JSON line; this goes beside the log, after it
+        sys.stdout.flush()
+        print(where(*finished[0]), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import logging
 import os
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -25,7 +27,7 @@ from ray import is_initialized as ray_initialized
 
 from jobs.cli import job_main, start_ray
 from jobs.config import Compression, RayCluster, StorageConfig
-from jobs.preflight import check_dedup
+from jobs.preflight import check_dedup, check_parquet_input
 from jobs.spark_on_ray import ray_nodes, spark_on_ray
 from operators.io.layout import shard_of
 from operators.io.run_lock import RunLock
@@ -33,6 +35,8 @@ from operators.io.storage import Storage, is_s3, join
 from operators.params import Strict
 
 log = logging.getLogger("cc_refinery.dedup")
+
+SPARK_LOG4J = Path(__file__).with_name("spark-log4j2.properties")
 
 
 class UrlConfig(Strict):
@@ -91,7 +95,11 @@ def spark_session(cfg: SparkConfig, master: str | None = None, conf: dict[str, s
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # PySpark 4.3 warns on every pandas 3 import although the job uses no pandas API; py4j logs each closed socket
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     builder = (SparkSession.builder.master(master or cfg.master).appName("cc-refinery-dedup")
+               .config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile={SPARK_LOG4J}")
                .config("spark.driver.memory", cfg.driver_memory)
                .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
                .config("spark.sql.adaptive.enabled", "true")
@@ -169,6 +177,7 @@ def run(recipe: DedupRecipe, spark=None) -> dict:
     if _within(recipe.output, recipe.input) or _within(recipe.input, recipe.output):
         raise ValueError(f"output: {recipe.output} and input {recipe.input} must not lie inside one another")
     check_dedup(recipe)
+    check_parquet_input(recipe)  # before anything is written: the run lock makes the output folder
     storage = Storage(**recipe.storage.model_dump())
     with RunLock(storage, recipe.output):
         files = _prepare(recipe, storage)  # bad settings and an empty input fail before Spark starts

@@ -24,7 +24,11 @@ from operators.llm.resources import engine_gpus, helper_cpus, min_replicas, miss
 
 POLL_S = 5.0
 RAISED_RE = re.compile(r"^(?:\w+\.)*\w+(?:Error|Exception): .*$", re.MULTILINE)
-ENGINE_ERROR_RE = re.compile(r"\(EngineCore[^)]*\) ERROR .*?\] ((?:\w+\.)*\w+(?:Error|Exception): .*)")
+# a line any vLLM process (EngineCore, VllmWorker-0, Worker_TP1 ...) logged at ERROR, in vLLM's log format:
+# "(VllmWorker-0 pid=10205) ERROR 12-02 10:20:27 [multiproc_executor.py:953] ValueError: Available memory ..."
+VLLM_ERROR_RE = re.compile(r"\([^()\s]+ pid=\d+\) (?:ERROR|CRITICAL) \S+ \S+ \[[^\]]*\] (.*)$")
+EXCEPTION_RE = re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception): \S")
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ClusterTooSmall(RuntimeError):
@@ -36,6 +40,7 @@ class LLMRayConfig(RayCluster):
                                                          "0: fail at once")
     no_progress_timeout_s: float = Field(1800, gt=0, description="fail the unfinished shards when nothing moves "
                                                                  "for this long (engine start included)")
+    progress_every_s: float = Field(30, gt=0, description="log requests done, tokens/s and an ETA this often")
 
 
 def fit(cluster: LLMRayConfig, llm: LLMConfig) -> float:
@@ -84,29 +89,50 @@ def failure(err: BaseException, cluster: LLMRayConfig, llm: LLMConfig | None, se
     if any(isinstance(e, ExecutionTimeoutError) for e in chain):
         return f"no progress for {cluster.no_progress_timeout_s:g} s (ray.no_progress_timeout_s)"
     if llm is not None and any(isinstance(e, ActorDiedError | ActorUnavailableError) for e in chain):
-        cause = engine_error(session_dir, since) if session_dir else None
-        return (f"an engine replica died {llm.max_restarts + 1} time(s) (llm.max_restarts={llm.max_restarts}): "
-                + (cause or f"{error_line(err)} (the engine's error is in the Ray worker logs)"))
+        found = engine_error(session_dir, since) if session_dir else None
+        tries = f"{llm.max_restarts + 1} time(s) (llm.max_restarts={llm.max_restarts})"
+        if found is None:
+            return f"an engine replica died {tries}: {error_line(err)} (the engine's error is in the Ray worker logs)"
+        cause, at_start = found
+        if llm.device == "cpu" and re.search(r"KV cache|cache blocks|kv cache", cause):
+            cause += " (on device: cpu the KV cache is llm.cpu_kv_cache_gb; or lower llm.max_model_len)"
+        return f"llm: the engine could not start, tried {tries}: {cause}" if at_start else (
+            f"an engine replica died {tries}: {cause}")
     return error_line(err)
 
 
-def engine_error(session_dir: str, since: float) -> str | None:
-    """The last error a vLLM engine process logged in this node's Ray worker logs after ``since``.
+def engine_error(session_dir: str, since: float) -> tuple[str, bool] | None:
+    """The root cause a dead vLLM engine logged in this node's Ray worker logs after ``since``, and whether
+    it died starting; None when no vLLM process logged an error.
 
-    vLLM's engine runs in a subprocess of the Ray actor; when it dies the actor only learns
-    "EngineCore encountered an issue", and the cause is in the log it wrote. Read by hand
-    because no Ray API returns a dead actor's output without the dashboard.
+    vLLM's engine runs in subprocesses of the Ray actor (the EngineCore, and on CPU or with tensor
+    parallelism its ``VllmWorker`` processes); when they die the actor only learns "Engine core
+    initialization failed" or "EngineCore encountered an issue", and the cause is in what they logged,
+    often only in a worker's lines (the EngineCore then says "See stack trace for root cause"). Of the
+    newest log holding vLLM errors, the last exception that does not point elsewhere for its root cause
+    is quoted. Read by hand because no Ray API returns a dead actor's output without the dashboard.
     """
-    found: tuple[float, str] | None = None
+    newest: tuple[float, list[str], bool] | None = None
     for path in glob.glob(os.path.join(session_dir, "logs", "worker-*")):
-        if os.path.getmtime(path) < since:
+        mtime = os.path.getmtime(path)
+        if mtime < since or (newest is not None and mtime < newest[0]):
             continue
+        raised, at_start = [], False
         with open(path, errors="replace") as f:
             for line in f:
-                match = ENGINE_ERROR_RE.search(line)
-                if match and (found is None or os.path.getmtime(path) >= found[0]):
-                    found = (os.path.getmtime(path), match.group(1).strip())
-    return found[1] if found else None
+                match = VLLM_ERROR_RE.search(ANSI_RE.sub("", line).rstrip("\n"))
+                if match:
+                    text = " ".join(match.group(1).split())
+                    at_start = at_start or "failed to start" in text
+                    if EXCEPTION_RE.match(text):
+                        raised.append(text)
+        if raised:
+            newest = (mtime, raised, at_start)
+    if newest is None:
+        return None
+    _, raised, at_start = newest
+    own = [text for text in raised if "root cause" not in text]
+    return (own or raised)[-1][:500], at_start
 
 
 def error_line(err: BaseException) -> str:

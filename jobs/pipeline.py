@@ -26,6 +26,7 @@ from pydantic import Field
 
 from jobs.cli import job_main, start_ray
 from jobs.config import RayCluster, StorageConfig, load_model
+from jobs.pipeline_checks import StageRecipe, check_stages
 from operators.io.ledger import check_fence
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
@@ -70,17 +71,43 @@ def _shared(recipe: MixtureRecipe) -> list[str]:
             for key, value in getattr(recipe, block).model_dump(exclude_unset=True).items()]
 
 
-def _dedup(recipe: MixtureRecipe, storage: Storage, base: str, shared: list[str]) -> None:
-    from jobs.dedup import DedupRecipe
+def _dedup(dedup_recipe, storage: Storage, base: str) -> None:
     from jobs.dedup import run as dedup
 
     marker, fingerprint = join(base, "dedup", "_pipeline.json"), _fingerprint(storage, join(base, "filter", "_ledger"))
     if storage.exists(marker) and json.loads(storage.read_bytes(marker)).get("filter") == fingerprint:
         log.info("dedup: the curated shards did not change, kept")
         return
-    dedup(load_model(DedupRecipe, recipe.stages.dedup.recipe, [
-        *shared, *recipe.stages.dedup.set, f"input={join(base, 'filter')}", f"output={join(base, 'dedup')}"]))
+    dedup(dedup_recipe)
     storage.write_text(marker, json.dumps({"filter": fingerprint}))
+
+
+def stage_recipes(recipe: MixtureRecipe) -> list[StageRecipe]:
+    """Every stage's recipe, loaded with the overrides it runs with (inputs and outputs under ``<root>/<name>/``);
+    a bad key in any of them stops the pipeline here, naming the stage."""
+    from jobs.classify_config import QualityRecipe
+    from jobs.config import Recipe
+    from jobs.dedup import DedupRecipe
+    from jobs.synthesize import SynthRecipe
+
+    base, stages, shared = join(recipe.root, recipe.name), recipe.stages, _shared(recipe)
+    crawl = [f"input.crawl={recipe.crawl}"] if recipe.crawl else []
+    specs = [("stages.curate", Recipe, stages.curate, [f"input.paths={json.dumps(recipe.input)}", *crawl,
+                                                        f"output.root={recipe.root}", f"output.run={recipe.name}"]),
+             ("stages.dedup", DedupRecipe, stages.dedup, [f"input={join(base, 'filter')}",
+                                                          f"output={join(base, 'dedup')}"]),
+             ("stages.quality", QualityRecipe, stages.quality, [f"input={join(base, 'dedup')}",
+                                                                f"output={join(base, 'quality')}"])]
+    specs += [(f"stages.synthesize.{i}", SynthRecipe, stage, [f"input={join(base, 'quality')}", "mix=false",
+                                                             f"output={join(base, 'synth', Path(stage.recipe).stem)}"])
+              for i, stage in enumerate(stages.synthesize)]
+    loaded = []
+    for key, model, stage, paths in specs:
+        named = StageRecipe(key, stage.recipe, None)
+        with named.naming():
+            named.recipe = load_model(model, stage.recipe, [*shared, *stage.set, *paths], key="recipe")
+        loaded.append(named)
+    return loaded
 
 
 def _count(raw: dict):
@@ -141,43 +168,34 @@ def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: 
 
 
 def run(recipe: MixtureRecipe) -> dict:
-    """Run every stage in order (each resumes on its ledgers), then write ``mixture.json``."""
+    """Check every stage, then run them in order (each resumes on its ledgers), then write ``mixture.json``."""
     storage = Storage(**recipe.storage.model_dump())
+    stages = stage_recipes(recipe)
+    check_stages(recipe.ray, stages)
     with RunLock(storage, join(recipe.root, recipe.name)):
-        return _run(recipe, storage)
+        return _run(recipe, storage, [stage.recipe for stage in stages])
 
 
-def _run(recipe: MixtureRecipe, storage: Storage) -> dict:
+def _run(recipe: MixtureRecipe, storage: Storage, stages: list) -> dict:
     """Every stage, once this process holds the run's folder (each stage also holds its own output)."""
-    from jobs.classify import QualityRecipe
     from jobs.classify import run as classify
-    from jobs.config import load_recipe
     from jobs.curate import run as curate
-    from jobs.synthesize import SynthRecipe
     from jobs.synthesize import run as synthesize
 
     started = time.time()
     base = join(recipe.root, recipe.name)
-    stages = recipe.stages
-    shared = _shared(recipe)
-    crawl = [f"input.crawl={recipe.crawl}"] if recipe.crawl else []
+    curation, dedup, quality, *synthesis = stages
     check_fence(storage)
-    curate(load_recipe(stages.curate.recipe, [*shared, *stages.curate.set, f"input.paths={json.dumps(recipe.input)}",
-                                              *crawl, f"output.root={recipe.root}", f"output.run={recipe.name}"]))
+    curate(curation)
     check_fence(storage)
-    _dedup(recipe, storage, base, shared)
+    _dedup(dedup, storage, base)
     check_fence(storage)
-    classify(load_model(QualityRecipe, stages.quality.recipe, [
-        *shared, *stages.quality.set, f"input={join(base, 'dedup')}", f"output={join(base, 'quality')}"]))
-    outputs = []
-    for stage in stages.synthesize:
-        output = join(base, "synth", Path(stage.recipe).stem)
+    classify(quality)
+    for stage in synthesis:
         check_fence(storage)
-        synthesize(load_model(SynthRecipe, stage.recipe, [*shared, *stage.set, f"input={join(base, 'quality')}",
-                                                          f"output={output}", "mix=false"]))
-        outputs.append(output)
+        synthesize(stage)
     start_ray(recipe.ray)
-    result = manifest(recipe, storage, base, outputs)
+    result = manifest(recipe, storage, base, [stage.output for stage in synthesis])
     result["wall_seconds"] = round(time.time() - started, 2)
     check_fence(storage)
     storage.write_text(join(base, "mixture.json"), json.dumps(result, indent=1))

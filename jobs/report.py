@@ -1,10 +1,12 @@
 """The run report: one self-contained HTML page (inline SVG, no scripts, nothing fetched) of a run's numbers.
 
-    python -m jobs.report <run root> [--out report.html] [--endpoint-url http://host:port]
+    python -m jobs.report [<run root>] [--under output] [--out <run root>/report.html] [--endpoint-url URL]
 
 The run root is a mixture root (``<root>/<name>/``, see jobs/pipeline.py) or one job's output folder,
 local or s3://. Every ``_stats.json``, ``_ledger/`` entry and ``mixture.json`` under it is read; the
 language ids of the curated documents and the dedup clusters are counted from the files on disk.
+With no run root, the run reported is the one under ``--under`` (an output root) that wrote a
+``_stats.json`` or ``mixture.json`` last: ``make run`` then ``make report`` reports that run.
 """
 
 from __future__ import annotations
@@ -110,20 +112,45 @@ def gather(storage: Storage, root: str) -> Run:
     return Run(root, stats, ledgers, mixtures, languages, clusters)
 
 
+def newest_run(storage: Storage, under: str) -> tuple[str, str]:
+    """The run under the output root ``under`` that wrote a ``_stats.json`` or ``mixture.json`` last, and that file:
+    the run is the folder right under ``under`` that holds it (``output/fineweb`` for ``output/fineweb/filter/``),
+    or ``under`` itself when the file is directly in it."""
+    fs, base = storage.filesystem(under)
+    base = base.rstrip("/")
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    found = [(info.mtime_ns or 0, rel) for info in infos if info.type == pafs.FileType.File
+             and (rel := info.path[len(base):].strip("/")).rsplit("/", 1)[-1] in ("_stats.json", "mixture.json")
+             and not any(part.startswith(".") for part in rel.split("/"))]
+    if not found:
+        raise FileNotFoundError(f"{under}: no run under it (no _stats.json or mixture.json); make run writes one")
+    _, rel = max(found)
+    parts = rel.split("/")
+    return (join(under, parts[0]) if len(parts) > 1 else under.rstrip("/")), join(under, rel)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="a mixture root or a job's output folder, local or s3://")
-    parser.add_argument("--out", default="report.html", help="the HTML file to write (local or s3://)")
+    parser.add_argument("root", nargs="?", help="a mixture root or a job's output folder, local or s3:// "
+                        "(default: the run under --under written last)")
+    parser.add_argument("--under", default="output", help="the output root searched when no run root is given "
+                        "(default: output)")
+    parser.add_argument("--out", help="the HTML file to write, local or s3:// (default: <run root>/report.html)")
     parser.add_argument("--endpoint-url", help="an S3-compatible endpoint for s3:// paths")
     args = parser.parse_args(argv)
     storage = Storage(endpoint_url=args.endpoint_url)
     try:
-        run = gather(storage, args.root)
+        root = args.root
+        if root is None:
+            root, marker = newest_run(storage, args.under)
+            print(f"reporting {root} (written last under {args.under}: {marker})", file=sys.stderr)
+        run = gather(storage, root)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    storage.write_text(args.out, page(f"Run report: {args.root}", sections(run)))
-    print(args.out)
+    out = args.out or join(root, "report.html")
+    storage.write_text(out, page(f"Run report: {root}", sections(run)))
+    print(out)
     return 0
 
 

@@ -25,7 +25,7 @@ from jobs.cli import job_main
 from jobs.config import Compression, StorageConfig
 from jobs.generation import stream
 from jobs.llm_cluster import LLMRayConfig, failure
-from jobs.preflight import check_synthesize
+from jobs.preflight import check_parquet_input, check_synthesize
 from jobs.refine import ProxConfig, refine_shards
 from operators.io.layout import shard_of
 from operators.io.ledger import commit_entry
@@ -182,6 +182,7 @@ def run(recipe: SynthRecipe) -> dict:
     shards stay finished.
     """
     check_synthesize(recipe)
+    check_parquet_input(recipe)  # before anything is written: the run lock makes the output folder
     storage = Storage(**recipe.storage.model_dump())
     with RunLock(storage, recipe.output):
         return _run(recipe, storage)

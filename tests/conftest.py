@@ -113,17 +113,14 @@ def s3_client(s3_server):
 
 @pytest.fixture(scope="session")
 def ray_local(s3_server, tmp_path_factory):
-    """One local Ray for the session, started after the S3 and vLLM settings are in the environment.
-
-    It declares 4 logical CPUs on this 2-core machine: the vLLM CPU engine holds one, and
-    ray.data.llm's pre/post-processing tasks need room beside it.
-    """
+    """One local Ray of the session's own (never a cluster running on the machine), with Ray's defaults as a
+    user's job has them, started after the S3 and cache settings are in the environment."""
     import ray
 
     caches = tmp_path_factory.mktemp("caches")
     os.environ.update(VLLM_CACHE_ROOT=str(caches / "vllm"), XDG_CACHE_HOME=str(caches / "xdg"), HF_HUB_OFFLINE="1",
-                      VLLM_CPU_KVCACHE_SPACE="1", RAY_USAGE_STATS_ENABLED="0")
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+                      RAY_USAGE_STATS_ENABLED="0")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -7,16 +7,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.classify_config import QualityRecipe
 from jobs.config import Compression, Recipe, apply_override, load_model, load_recipe
 from jobs.curate import check_columns
 from jobs.dedup import DedupRecipe
 from jobs.synthesize import SynthRecipe
+from operators.params import Strict
 from tests.conftest import ROOT
 
 FINEWEB = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 DCLM = str(ROOT / "jobs" / "recipes" / "dclm.yaml")
 DEDUP = str(ROOT / "jobs" / "recipes" / "dedup.yaml")
 WRAP = str(ROOT / "jobs" / "recipes" / "rephrase-wrap.yaml")
+QUALITY = str(ROOT / "jobs" / "recipes" / "quality.yaml")
+QUALITY_LLM = str(ROOT / "jobs" / "recipes" / "quality-llm.yaml")
 
 
 def test_shipped_recipes_validate_and_fineweb_keeps_the_published_order():
@@ -156,3 +160,95 @@ def test_column_check_names_the_step_that_lacks_its_input(tmp_path):
     path.write_text("name: r\npipeline:\n  - language: {}\n  - extract: {}\n")
     with pytest.raises(ValueError, match=r"pipeline\.language needs column\(s\) \['text'\]"):
         check_columns(load_recipe(str(path)))
+
+
+@pytest.mark.parametrize("model, path, override, message", [
+    (Recipe, FINEWEB, "pipeline.language.treshold=0.5",
+     "pipeline.language.treshold: unknown key; did you mean threshold?"),
+    (Recipe, FINEWEB, "inptu.limit=2", "inptu: unknown key; did you mean input?"),
+    (Recipe, FINEWEB, "input.limt=2", "input.limt: unknown key; did you mean limit?"),
+    (Recipe, FINEWEB, "pipeline.c4.filter_no_terminal_punc=true",
+     "pipeline.c4.filter_no_terminal_punc: unknown key; did you mean filter_no_terminal_punct?"),
+    (Recipe, FINEWEB, "pipeline.language.zzzz=1", "pipeline.language.zzzz: unknown key; known keys: languages, "
+                                                  "threshold, model"),
+    (SynthRecipe, WRAP, "llm.sampling.temprature=0.5",
+     "llm.sampling.temprature: unknown key; did you mean temperature?"),
+    (SynthRecipe, WRAP, "llm.endpoint.ulr=x", "llm.endpoint.ulr: unknown key; did you mean url?"),
+    (DedupRecipe, DEDUP, "minhash.bandz=3", "minhash.bandz: unknown key; did you mean bands?"),
+    # a list item of a union chosen by its `kind` (pydantic's loc names the member; the key does not)
+    (QualityRecipe, QUALITY, "classifiers.fineweb_edu.devcie=cpu",
+     "classifiers.1.devcie: unknown key; did you mean device?"),
+    (QualityRecipe, QUALITY, "classifiers.1.device=tpu", "classifiers.1.device: Input should be 'gpu' or 'cpu'"),
+    (QualityRecipe, QUALITY_LLM, "rating.llm.sampling.max_tokns=3",
+     "rating.llm.sampling.max_tokns: unknown key; did you mean max_tokens?"),
+])
+def test_a_misspelt_key_is_named_with_the_nearest_known_one(model, path, override, message):
+    with pytest.raises(ValueError) as err:
+        load_model(model, path, [override])
+    assert str(err.value) == message
+
+
+class _Leaf(Strict):
+    alpha: int = 1
+
+
+class _Other(Strict):
+    beta: int = 1
+
+
+class _Nested(Strict):
+    maybe: _Leaf | None = None
+    either: _Leaf | _Other | None = None
+    items: list[_Leaf] = []
+    named: dict[str, _Leaf] = {}
+    pair: tuple[_Leaf, ...] = ()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("maybe: {alpah: 1}", "maybe.alpah: unknown key; did you mean alpha?"),
+    ("either: {bta: 1}", "either.bta: unknown key; did you mean beta?"),  # one line for both members tried
+    ("either: {zzzz: 1}", "either.zzzz: unknown key; known keys: alpha, beta"),
+    ("items: [{alpha: 1}, {alpah: 1}]", "items.1.alpah: unknown key; did you mean alpha?"),
+    ("named: {a: {alpah: 1}}", "named.a.alpah: unknown key; did you mean alpha?"),
+    ("pair: [{alpah: 1}]", "pair.0.alpah: unknown key; did you mean alpha?"),
+    ("itemz: []", "itemz: unknown key; did you mean items?"),
+])
+def test_the_nearest_key_is_found_through_optionals_unions_lists_and_dicts(tmp_path, text, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError) as err:
+        load_model(_Nested, str(path))
+    assert str(err.value) == message
+
+
+def test_misspelt_step_and_operator_names_get_the_nearest_one(tmp_path):
+    with pytest.raises(ValueError) as err:
+        load_recipe(FINEWEB, ["pipeline.langauge.threshold=0.5"])
+    assert str(err.value) == "--set pipeline.langauge: no pipeline step named 'langauge'; did you mean language?"
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\npipeline:\n  - extract: {}\n  - langauge: {}\n")
+    with pytest.raises(ValueError) as err:
+        load_recipe(str(path))
+    assert str(err.value) == "pipeline[1]: unknown operator 'langauge'; did you mean language?"
+
+
+def test_a_missing_recipe_file_is_named_as_the_config_with_the_nearest_file_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "fineweb.yaml").write_text("name: r\n")
+    monkeypatch.chdir(tmp_path)
+    for path, message in [
+        ("recipes/finewbe.yaml", "--config: recipes/finewbe.yaml does not exist; did you mean recipes/fineweb.yaml?"),
+        ("recipes/other.yaml", "--config: recipes/other.yaml does not exist"),
+        ("nowhere/fineweb.yaml", "--config: nowhere/fineweb.yaml does not exist"),
+    ]:
+        with pytest.raises(FileNotFoundError) as err:
+            load_recipe(path)
+        assert str(err.value) == message
+    with pytest.raises(ValueError) as err:
+        load_recipe("recipes")
+    assert str(err.value) == "--config: recipes is a folder, not a recipe file"
+    (tmp_path / "bad.yaml").write_text("name: r\n  pipeline: [\n")
+    with pytest.raises(ValueError) as err:
+        load_recipe("bad.yaml")
+    assert str(err.value) == ("--config: bad.yaml is not valid YAML (line 2, column 11): "
+                              "mapping values are not allowed here")

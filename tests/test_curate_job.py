@@ -132,9 +132,9 @@ def test_cli_default_recipe_runs_on_the_shipped_sample(tmp_path):
                            "--set", f"output.root={tmp_path}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1])["shards"] == 2
+    assert json.loads(done.stdout.strip().splitlines()[-1])["shards"] == 3
     stats = json.loads((tmp_path / "fineweb" / "filter" / "_stats.json").read_text())
-    assert stats["read"] == {"read.conversion": 1, "read.response": 1}
+    assert stats["read"] == {"read.conversion": 1, "read.response": 39}
     assert sorted(p.name for p in (tmp_path / "fineweb" / "filter" / "CC-MAIN-2024-22").iterdir()) == [
         "whirlwind.warc.parquet", "whirlwind.warc.wet.parquet"]
 

@@ -30,3 +30,36 @@ def test_shortfalls_name_the_setting():
         "ray: the cluster has 2 CPU(s); 2 go to the engine replicas (llm.replicas) and 6 helper stages need 0.3 more: "
         "lower llm.replicas, or give Ray more CPUs (ray.num_cpus, or a bigger cluster)")
     assert missing(llm(engine="openai", device="gpu"), 1, 0) is None  # an endpoint needs no local GPU
+
+
+def test_a_cpu_engine_sizes_its_kv_cache_from_the_recipe_and_an_explicit_setting_wins():
+    from operators.llm.engine import cpu_kv_cache, engine_kwargs
+
+    cpu = llm(device="cpu", gpu_memory_utilization=0.9)  # the recipe's GPU share: never a share of node 0 on CPU
+    assert engine_kwargs(cpu)["kv_cache_memory_bytes"] == 1 << 30 and "kv_cache_memory_bytes" not in engine_kwargs(
+        llm(device="gpu"))
+    assert engine_kwargs(llm(device="cpu", cpu_kv_cache_gb=0.5))["kv_cache_memory_bytes"] == 1 << 29
+    assert cpu_kv_cache(cpu, {}) == (1 << 30, "llm.cpu_kv_cache_gb")
+    mine = llm(device="cpu", engine_kwargs={"kv_cache_memory_bytes": 123})
+    assert engine_kwargs(mine)["kv_cache_memory_bytes"] == 123
+    assert cpu_kv_cache(mine, {}) == (123, "llm.engine_kwargs.kv_cache_memory_bytes")
+    assert cpu_kv_cache(mine, {"VLLM_CPU_KVCACHE_SPACE": "3"}) == (3 << 30, "VLLM_CPU_KVCACHE_SPACE")  # vLLM's own
+    with pytest.raises(ValueError, match="^VLLM_CPU_KVCACHE_SPACE: '1.5' is not a whole number of GiB"):
+        cpu_kv_cache(cpu, {"VLLM_CPU_KVCACHE_SPACE": "1.5"})
+
+
+def test_a_cpu_engine_that_does_not_fit_the_memory_names_the_setting():
+    from operators.llm.resources import available_memory, cpu_memory_shortfall
+
+    gib = 1 << 30
+    assert cpu_memory_shortfall(llm(device="cpu"), 3 * gib, 0, environ={}) is None  # 1 GiB + the engine's 2
+    assert cpu_memory_shortfall(llm(device="cpu", cpu_kv_cache_gb=4), 100 * gib, 90 * gib, "rating.", {}) is None
+    assert cpu_memory_shortfall(llm(device="gpu", cpu_kv_cache_gb=4), gib, environ={}) is None
+    assert cpu_memory_shortfall(llm(device="cpu", cpu_kv_cache_gb=4), 6 * gib, gib // 2, "rating.", {}) == (
+        "rating.llm.cpu_kv_cache_gb: the CPU engine needs 6.5 GiB (KV cache 4 GiB, the model's weights 0.5 GiB, the "
+        "engine about 2 GiB) and this machine has 6.0 GiB available: lower rating.llm.cpu_kv_cache_gb, or free memory")
+    assert cpu_memory_shortfall(llm(device="cpu"), 4 * gib, 0, environ={"VLLM_CPU_KVCACHE_SPACE": "8"}) == (
+        "VLLM_CPU_KVCACHE_SPACE: the CPU engine needs 10.0 GiB (KV cache 8 GiB, the engine about 2 GiB) and this "
+        "machine has 4.0 GiB available: lower VLLM_CPU_KVCACHE_SPACE (it overrides llm.cpu_kv_cache_gb), or free "
+        "memory")
+    assert 0 < available_memory() < 1 << 50  # this machine's, read as vLLM's CPU build reads it

@@ -152,7 +152,7 @@ def test_unknown_crawl_fails_in_bounded_time_with_one_line(fake_crawl):
 
 
 @pytest.mark.parametrize(("crawl", "sets", "message"), [
-    (CRAWL, ["documents.docs_per_gb=3"], "error: documents.docs_per_gb: Extra inputs are not permitted"),
+    (CRAWL, ["documents.docs_per_gb=3"], "error: documents.docs_per_gb: unknown key; did you mean docs_per_mb?"),
     (CRAWL, ["gpu=L4"], "error: prices.gpu_hour: no price for L4"),
     (CRAWL, ["quality.classifier_docs_per_gpu_s={}"], "error: quality.classifier_docs_per_gpu_s: no H100 figure"),
     ("2099-01", [], "error: --crawl: '2099-01' is not a crawl id like CC-MAIN-2024-22"),

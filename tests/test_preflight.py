@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -37,7 +38,7 @@ def _message(check, recipe) -> str:
     return str(err.value)
 
 
-def test_shipped_recipes_pass_and_leave_only_the_empty_output_folder(tmp_path, monkeypatch):
+def test_shipped_recipes_pass_and_leave_no_output_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the recipes' blocklist paths are relative to the repository
     out = tmp_path / "out"
     check_curate(load_recipe(FINEWEB, [f"output.root={out}"]))
@@ -47,7 +48,7 @@ def test_shipped_recipes_pass_and_leave_only_the_empty_output_folder(tmp_path, m
     check_dedup(load_model(DedupRecipe, DEDUP, [f"output={out}"]))
     check_synthesize(_synth(tmp_path))  # llm.model is the hub id Qwen/Qwen2.5-7B-Instruct: no network needed
     check_synthesize(_synth(tmp_path, recipe=NEMOTRON))
-    assert os.listdir(out) == []
+    assert not out.exists()  # the probes went where a folder exists
 
 
 def test_language_codes_are_checked_against_the_models_labels(tmp_path, monkeypatch):
@@ -188,3 +189,84 @@ def test_the_quality_job_names_a_missing_model_before_ray_starts(tmp_path, monke
     with pytest.raises(FileNotFoundError) as err:
         run(recipe)
     assert str(err.value) == message and not (tmp_path / "out").exists()
+
+
+def _run_jobs(tmp_path, *args: str, module: str = "jobs") -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``python -m jobs ... --output <tmp>/out`` as a user runs it; also what it left in a Ray temp folder of
+    its own (a local Ray's session folder is made there as Ray starts)."""
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", UNSET)} | {"RAY_TMPDIR": ray_tmp}
+    output = ["--output", str(tmp_path / "out")] if module == "jobs" else []
+    try:
+        done = subprocess.run([sys.executable, "-m", module, *args, *output], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        return done, os.listdir(ray_tmp)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--config", "jobs/recipes/fineweb.yaml", "--input", "data/nope.warc.gz"],
+     "error: input.paths: data/nope.warc.gz does not exist"),
+    (["--config", "jobs/recipes/fineweb.yaml", "--input", "data/*.nope"],
+     "error: input.paths: nothing matches 'data/*.nope'"),
+    (["--config", "jobs/recipes/fineweb.yaml", "--input", "data/whirlwind.warc.gz,data/nope.warc.gz"],
+     "error: input.paths: data/nope.warc.gz does not exist"),
+    (["--config", "jobs/recipes/fineweb.yaml", "--input", "data"],
+     "error: input.paths: data is a folder; give its files or a glob like 'data/*.warc.gz'"),
+    (["--config", "jobs/recipes/finewbe.yaml", "--input", "data/whirlwind.warc.gz"],
+     "error: --config: jobs/recipes/finewbe.yaml does not exist; did you mean jobs/recipes/fineweb.yaml?"),
+    (["--config", "jobs/recipes/fineweb.yaml", "--set", "pipeline.language.treshold=0.5"],
+     "error: pipeline.language.treshold: unknown key; did you mean threshold?"),
+    (["--config", "jobs/recipes/fineweb.yaml", "--set", "inptu.limit=1"],
+     "error: inptu: unknown key; did you mean input?"),
+    (["--config", "jobs/recipes/rephrase-wrap.yaml", "--set", "llm.sampling.temprature=0.5"],
+     "error: llm.sampling.temprature: unknown key; did you mean temperature?"),
+    (["--config", "jobs/recipes/dedup.yaml", "--input", "data/nope"], "error: input: data/nope does not exist"),
+    (["--config", "jobs/recipes/quality.yaml", "--input", "data"], "error: input: no .parquet files under data"),
+    (["--config", "jobs/recipes/rephrase-wrap.yaml", "--input", "data/nope"], "error: input: data/nope does not exist"),
+], ids=["literal", "glob", "one_of_two", "folder", "config", "pipeline_key", "top_key", "nested_key", "dedup",
+        "classify", "synthesize"])
+def test_bad_input_config_or_key_stops_before_ray_and_writes_nothing(tmp_path, args, line):
+    done, ray_left = _run_jobs(tmp_path, *args)
+    assert (done.returncode, done.stdout, done.stderr.splitlines()[-1:]) == (2, "", [line]), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out").exists()  # no output folder, _stats.json or lock
+    assert ray_left == []  # Ray never started
+
+
+def test_the_pipeline_checks_the_curation_input_before_ray_and_writes_nothing(tmp_path):
+    done, ray_left = _run_jobs(tmp_path, "--config", "jobs/recipes/mixture.yaml", "--input", "data/nope.warc.gz")
+    assert (done.returncode, done.stdout) == (2, "")
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("error: ") and last.endswith(" input.paths: data/nope.warc.gz does not exist"), done.stderr
+    assert not (tmp_path / "out").exists() and ray_left == []
+
+
+def test_each_job_names_a_missing_recipe_as_its_config(tmp_path):
+    for module in ("jobs", "jobs.curate", "jobs.dedup"):
+        done, _ = _run_jobs(tmp_path, "--config", "jobs/recipes/dedpu.yaml", module=module)
+        assert (done.returncode, done.stderr) == (
+            2, "error: --config: jobs/recipes/dedpu.yaml does not exist; did you mean jobs/recipes/dedup.yaml?\n")
+
+
+def test_a_literal_s3_input_must_exist(s3_server, s3_client):
+    from operators.io.listing import resolve_inputs
+    from operators.io.storage import Storage
+
+    s3_client.create_bucket(Bucket="literal")
+    s3_client.put_object(Bucket="literal", Key="in/a.warc.gz", Body=b"x")
+    storage = Storage(endpoint_url=s3_server)
+    assert resolve_inputs(storage, ["s3://literal/in/a.warc.gz"], None, "warc", None, None) == [
+        "s3://literal/in/a.warc.gz"]
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_inputs(storage, ["s3://literal/in/a.warc.gz", "s3://literal/in/b.warc.gz"], None, "warc", None, None)
+    assert str(err.value) == "input.paths: s3://literal/in/b.warc.gz does not exist"
+
+
+def test_the_dispatcher_hands_a_misspelt_top_level_key_to_the_job_that_names_it(tmp_path):
+    recipe = tmp_path / "fineweb.yaml"
+    recipe.write_text((RECIPES / "fineweb.yaml").read_text().replace("\ninput:", "\ninptu:"))
+    done, ray_left = _run_jobs(tmp_path, "--config", str(recipe))
+    assert (done.returncode, done.stderr) == (2, "error: inptu: unknown key; did you mean input?\n")
+    assert not (tmp_path / "out").exists() and ray_left == []

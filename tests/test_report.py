@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from PIL import Image
 
 from jobs.config import load_model
 from jobs.pipeline import MixtureRecipe, run
-from jobs.report import main
+from jobs.report import main, newest_run
+from operators.io.storage import Storage
 from operators.quality.buckets import LABELS
 from tests.conftest import ROOT, write_warc
 from tests.scripted_llm import ScriptedLLM
@@ -187,3 +189,29 @@ def test_one_jobs_folder_on_s3(chromium, mixture, tmp_path, s3_client, s3_server
 def test_a_folder_without_a_run_is_refused(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "report.html")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path}: no _stats.json, _ledger/ entry or mixture.json under it\n"
+
+
+def test_with_no_run_root_the_run_written_last_under_the_output_root_is_reported(tmp_path, capsys):
+    """``make run`` then ``make report``: the run is the folder right under the output root that holds the newest
+    ``_stats.json`` or ``mixture.json`` (whichever stage wrote it); hidden folders are not runs."""
+    now = time.time()
+
+    def write(rel: str, age: float) -> None:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        os.utime(path, (now - age, now - age))
+
+    for rel, age in [("fineweb/filter/_stats.json", 40), ("mixture/quality/_stats.json", 30),
+                     ("mixture/mixture.json", 20), ("fineweb/dedup/_stats.json", 10), (".old/x/_stats.json", 0)]:
+        write(rel, age)
+    storage = Storage()
+    assert newest_run(storage, str(tmp_path)) == (f"{tmp_path}/fineweb", f"{tmp_path}/fineweb/dedup/_stats.json")
+    write("mixture/synth/tpt/_stats.json", 5)
+    assert newest_run(storage, f"{tmp_path}/") == (f"{tmp_path}/mixture", f"{tmp_path}/mixture/synth/tpt/_stats.json")
+    write("_stats.json", 1)  # the output root is itself one job's output
+    assert newest_run(storage, str(tmp_path)) == (str(tmp_path), f"{tmp_path}/_stats.json")
+
+    assert main(["--under", str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path}/nothing: no run under it (no _stats.json or mixture.json);"
+                                       " make run writes one\n")

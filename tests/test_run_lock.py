@@ -16,6 +16,7 @@ from operators.io.run_lock import Locked, RunLock
 from operators.io.storage import Storage
 from tests.conftest import ROOT, write_warc
 from tests.test_curate_faults import pages
+from tests.test_pipeline import stage_sets
 from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
@@ -98,15 +99,24 @@ STAGES = {  # (module, recipe model, shipped recipe, the settings that point it 
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_stage_refuses_an_output_another_run_holds_before_touching_it(tmp_path, stage):
+def test_every_stage_refuses_an_output_another_run_holds_before_touching_it(tmp_path, stage, request):
     import importlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from jobs.config import load_model
 
     module, model, shipped, sets = STAGES[stage]
     job = importlib.import_module(module)
     out = tmp_path / "out"
+    (tmp_path / "in").mkdir()  # an input each job's start-up checks accept
+    pq.write_table(pa.table({"id": ["d0"], "text": ["some words"]}), tmp_path / "in" / "s0.parquet")
+    write_warc(tmp_path / "in" / "s0.warc.gz", pages(1, "s0"))
     sets = [s.format(**{"in": tmp_path / "in", "out": out, "root": tmp_path}) for s in sets]
+    if stage == "pipeline":  # every stage on the CPU with local models, so that its start-up checks pass here
+        sets += stage_sets("http://127.0.0.1:9/v1", request.getfixturevalue("tiny_bert"),
+                           request.getfixturevalue("tiny_fasttext"))
     recipe = load_model(getattr(job, model), str(ROOT / "jobs" / "recipes" / shipped), sets)
     staging = f".s0.parquet.tmp-{'0' * 32}"  # what the holder is writing: a sweep would delete it
     out.mkdir()

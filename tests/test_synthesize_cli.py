@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,9 +21,10 @@ WRAP = str(ROOT / "jobs" / "recipes" / "rephrase-wrap.yaml")
 
 def synthesize(tmp_path, tiny_model, *overrides: str, timeout: int = 600) -> tuple[subprocess.CompletedProcess, float]:
     caches = tmp_path / "caches"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
            "VLLM_CACHE_ROOT": str(caches / "vllm"), "XDG_CACHE_HOME": str(caches / "xdg")}
     env.pop("RAY_ADDRESS", None)
+    env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # as a user runs it: the recipe sizes the CPU engine's KV cache
     src = _input(tmp_path / "in")
     sets = [f"input={src}", f"output={tmp_path / 'out'}", f"llm.model={tiny_model}", *overrides]
     started = time.monotonic()
@@ -50,6 +52,16 @@ def test_the_shipped_recipe_runs_on_two_cpus_with_its_own_sampling(tmp_path, tin
     assert all(r["tokens_out"] > 0 and r["synth_seed"] == 0 for r in rows if r["synth_task"])
     stats = json.loads((out / "_stats.json").read_text())
     assert stats["failed"] == [] and stats["shards"] == 2 and sum(stats["outputs"].values()) == 12
+
+
+def test_a_kv_cache_the_machine_cannot_hold_stops_at_start_naming_the_setting(tmp_path, tiny_model):
+    done, seconds = synthesize(tmp_path, tiny_model, "llm.device=cpu", "llm.cpu_kv_cache_gb=100000", timeout=120)
+    print(f"\nreported after {seconds:.1f} s")
+    assert done.returncode == 2
+    assert re.fullmatch(r"error: llm\.cpu_kv_cache_gb: the CPU engine needs 100002\.0 GiB \(KV cache 100000 GiB, "
+                        r"the model's weights 0\.0 GiB, the engine about 2 GiB\) and this machine has [\d.]+ GiB "
+                        r"available: lower llm\.cpu_kv_cache_gb, or free memory", last_line(done)), last_line(done)
+    assert "Ray instance" not in done.stderr and not (tmp_path / "out").exists()  # checked before Ray starts
 
 
 def test_no_gpu_stops_at_once_naming_the_setting(tmp_path, tiny_model):

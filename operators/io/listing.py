@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from operators.io.layout import safe_segment
-from operators.io.storage import Storage, join
+from operators.io.ledger import THREADS
+from operators.io.storage import Storage, is_s3, join
 
 CC_ROOT = "s3://commoncrawl/crawl-data"
 CRAWL_RE = re.compile(r"CC-MAIN-\d{4}-\d{2}")
@@ -35,7 +41,8 @@ def parse_slice(spec: str | None) -> slice:
 
 def resolve_inputs(storage: Storage, paths: list[str], crawl: str | None, fmt: str,
                    shards: str | None, limit: int | None) -> list[str]:
-    """Expand globs or a crawl id, then apply ``shards`` and ``limit``; raise if nothing matches."""
+    """Expand globs or a crawl id, then apply ``shards`` and ``limit``; raise if a glob matches nothing
+    or a path (not a glob) does not exist."""
     if crawl:
         uris = crawl_listing(storage, crawl, fmt)
     else:
@@ -45,8 +52,31 @@ def resolve_inputs(storage: Storage, paths: list[str], crawl: str | None, fmt: s
             if not found:
                 raise FileNotFoundError(f"input.paths: nothing matches {pattern!r}")
             uris += found
+        _check_literals(storage, [p for p in paths if not glob.has_magic(p)])
     uris = uris[parse_slice(shards)]
     return uris[:limit] if limit is not None else uris
+
+
+def _check_literals(storage: Storage, paths: list[str]) -> None:
+    """Each path given as is (not a glob: ``Storage.list`` returns it unasked) is a file that exists;
+    s3:// URIs are asked of storage (a HEAD each, ``THREADS`` in flight), so a typo stops the job at start."""
+    def problem(uri: str) -> Exception | None:
+        if not is_s3(uri) and os.path.isdir(uri):
+            return ValueError(f"input.paths: {uri} is a folder; give its files or a glob like "
+                              f"{join(uri, '*.warc.gz')!r}")
+        try:
+            storage.stat(uri)
+        except FileNotFoundError:
+            return FileNotFoundError(f"input.paths: {uri} does not exist")
+        except (OSError, ClientError, BotoCoreError) as err:
+            return ValueError(f"input.paths: cannot read {uri}: {' '.join(str(err).split())}")
+        return None
+
+    if paths:
+        with ThreadPoolExecutor(min(THREADS, len(paths))) as pool:
+            found = next((err for err in pool.map(problem, paths) if err), None)
+        if found:
+            raise found
 
 
 def shard_name(uri: str) -> str:

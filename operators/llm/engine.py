@@ -6,8 +6,10 @@ tokenisation and detokenisation done by ray.data.llm's stages. ``openai``: any O
 carries ``request_key``, ``prompt_name`` (a prompt name or path), ``chunk`` and ``request_seed``; the
 messages are rendered on the workers from the prompt file; every result row gets ``generated``, ``tokens_in``,
 ``tokens_out``, ``truncated`` (stopped at ``max_tokens``) and ``error`` (what an endpoint answered
-instead of a choice, else empty). Endpoint requests are retried with backoff on 408/429/502/503/504
-and dropped connections (``endpoint.retries``); past that the run stops, its shards left unfinished.
+instead of a choice, else empty). On ``device: cpu`` the engine's KV cache is ``cpu_kv_cache_gb``
+(``kv_cache_memory_bytes``), never a share of the machine's memory. Endpoint requests are retried
+with backoff on 408/429/502/503/504 and dropped connections (``endpoint.retries``); past that the
+run stops, its shards left unfinished.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pydantic import Field, field_validator
 from operators.llm.prompts import load_prompt
 from operators.params import Strict
 
+GIB = 1 << 30
+KV_ENV = "VLLM_CPU_KVCACHE_SPACE"
 PASS_THROUGH = ("request_key", "shard_key", "parent_id", "prompt_name", "chunk_index", "chunks", "chunk",
                 "request_seed", "expected")
 
@@ -60,7 +64,10 @@ class LLMConfig(Strict):
     pipeline_parallel_size: int = Field(1, ge=1)
     replicas: int | tuple[int, int] = Field(1, description="fixed count, or (min, max) to autoscale")
     batch_size: int = Field(64, ge=1)
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="device: gpu only (see cpu_kv_cache_gb)")
+    cpu_kv_cache_gb: float = Field(1.0, gt=0, description="device: cpu: GiB of memory the engine reserves for its KV "
+                                                          "cache (vLLM's VLLM_CPU_KVCACHE_SPACE, or engine_kwargs."
+                                                          "kv_cache_memory_bytes, win when set)")
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
     engine_kwargs: dict = Field(default_factory=dict, description="any further vLLM engine argument")
@@ -91,10 +98,27 @@ def engine_kwargs(llm: LLMConfig) -> dict:
     if llm.max_model_len:
         kwargs["max_model_len"] = llm.max_model_len
     if llm.device == "cpu":
+        # vLLM's CPU build reads gpu_memory_utilization as a share of the NUMA node's memory that must be
+        # free at start (0.9 fails on any machine in use); an explicit KV cache size skips that check.
+        kwargs["kv_cache_memory_bytes"] = int(llm.cpu_kv_cache_gb * GIB)
         # vLLM's CPU build cannot rewind a seeded sampler ("CPU Generator does not use offset"),
         # which a prompt split over several prefill chunks needs: prefill each prompt whole.
         kwargs["enable_chunked_prefill"] = False
     return {**kwargs, **llm.engine_kwargs}
+
+
+def cpu_kv_cache(llm: LLMConfig, environ: dict | None = None) -> tuple[int, str]:
+    """Bytes of KV cache a ``device: cpu`` engine reserves, and the setting that decides it: vLLM's own
+    ``VLLM_CPU_KVCACHE_SPACE`` (GiB) in the engine's environment wins over everything (vLLM applies it),
+    then ``llm.engine_kwargs.kv_cache_memory_bytes``, then ``llm.cpu_kv_cache_gb``."""
+    space = (os.environ if environ is None else environ).get(KV_ENV, "")
+    if space.strip():
+        if not space.strip().isdigit():
+            raise ValueError(f"{KV_ENV}: {space!r} is not a whole number of GiB (vLLM reads it with int())")
+        return int(space) * GIB, KV_ENV
+    if llm.engine_kwargs.get("kv_cache_memory_bytes") is not None:
+        return int(llm.engine_kwargs["kv_cache_memory_bytes"]), "llm.engine_kwargs.kv_cache_memory_bytes"
+    return int(llm.cpu_kv_cache_gb * GIB), "llm.cpu_kv_cache_gb"
 
 
 def _vllm(llm: LLMConfig, helper_cpus: float):

@@ -1,0 +1,69 @@
+"""A user's first run, as typed: ``make run`` on the sample shipped in data/ keeps documents and says where
+they are, then ``make report`` (same OUTPUT, no other argument) reports that run into its own folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pyarrow.dataset as pads
+import pytest
+
+from tests.conftest import ROOT
+
+# what the fineweb recipe drops on data/ (sample-pages.warc.gz: 38 real pages; whirlwind: one page, WARC and WET)
+DROPPED = {
+    "extract": {"extract.empty": 1},
+    "language": {"language.not_allowed": 11},
+    "gopher_repetition": {"gopher_repetition.dup_9_gram": 1, "gopher_repetition.dup_line_frac": 1,
+                          "gopher_repetition.top_3_gram": 1},
+    "gopher_quality": {"gopher_quality.alpha_words": 2, "gopher_quality.word_count": 1},
+    "fineweb_quality": {"fineweb_quality.char_dup_ratio": 1, "fineweb_quality.line_punct_ratio": 1},
+}
+# what a surrounding make (make test OUTPUT=...) or the shell could hand down to the user's commands
+INHERITED = ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "RECIPE", "INPUT", "OUTPUT", "CRAWL", "LIMIT",
+             "SET", "RUN", "OUT", "RAY_ADDRESS")
+
+
+def make(*args: str) -> subprocess.CompletedProcess:
+    """``make -s <args>`` in the repository with this test's Python, never (re)installing the venv."""
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED} | {"RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run(["make", "-s", "--no-print-directory", "-o", f"{sys.prefix}/.installed",
+                           f"VENV={sys.prefix}", f"PY={sys.executable}", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_make_run_keeps_documents_and_make_report_reports_that_run(tmp_path):
+    out = tmp_path / "output"
+    run_dir = out / "fineweb"
+    done = make("run", f"OUTPUT={out}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["rows"] == {"data": 20, "rejected": 20}
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"kept 20 of 40 documents: {run_dir}/filter (rejected: {run_dir}/rejected; "
+        f"stats: {run_dir}/filter/_stats.json; report: python -m jobs.report {run_dir})")
+
+    stats = json.loads((run_dir / "filter" / "_stats.json").read_text())
+    assert {name: op["dropped"] for name, op in stats["operators"].items() if op["dropped"]} == DROPPED
+    kept = pads.dataset(run_dir / "filter", format="parquet").to_table(columns=["language", "url"])
+    assert kept.num_rows == 20 and set(kept.column("language").to_pylist()) == {"en"}
+    rejected = pads.dataset(run_dir / "rejected", format="parquet").to_table(columns=["language"])
+    other = Counter(lang for lang in rejected.column("language").to_pylist() if lang not in ("en", None))
+    assert other == {"es": 3, "de": 2, "fr": 1, "it": 1, "ja": 1, "pl": 1, "ru": 1, "zh": 1}  # whirlwind's an: es
+
+    report = make("report", f"OUTPUT={out}")
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert report.stdout.strip() == f"{run_dir}/report.html"
+    assert f"reporting {run_dir} " in report.stderr
+    page = (run_dir / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and f"Run report: {run_dir}" in page
+
+
+def test_make_report_with_nothing_run_says_so(tmp_path):
+    done = make("report", f"OUTPUT={tmp_path}")
+    assert done.returncode != 0
+    assert f"error: {tmp_path}: no run under it (no _stats.json or mixture.json); make run writes one" in done.stderr

@@ -1,0 +1,128 @@
+"""The shard pool when a worker dies under a shard: a restarting worker is waited for (its refusals
+while Ray restarts it are no new death), a worker gone for good leaves its shard to the others, and
+with no worker left the remaining shards fail by name, never a hang."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs import shard_pool
+from jobs.shard_pool import ShardPool
+
+SHARDS = ["s0", "victim", "s2", "s3"]
+
+
+class Runner:
+    """A worker whose process kills itself the first time it runs ``victim``; with ``hold``, its restarted
+    process stays in ``__init__`` (Ray: restarting, calls refused) while the file ``hold`` exists."""
+
+    def __init__(self, folder: str, hold: bool):
+        self.folder, self.hold = Path(folder), hold
+        while (self.folder / "hold").exists():
+            time.sleep(0.02)
+
+    def run(self, shard: str) -> dict:
+        if shard == "victim" and not (self.folder / "killed").exists():
+            (self.folder / "killed").write_text(str(os.getpid()))
+            if self.hold:
+                (self.folder / "hold").touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"shard": shard, "pid": os.getpid()}
+
+
+class OnLog(logging.Handler):
+    """Calls ``action`` when the pool logs a message containing ``text``."""
+
+    def __init__(self, text: str, action):
+        super().__init__()
+        self.text, self.action = text, action
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.action()
+
+
+def run_pool(folder: Path, workers: int, hold: bool, on_waiting=None) -> tuple[ShardPool, list[dict]]:
+    """Every entry ``ShardPool.run`` yields for SHARDS; the pool's actors are killed after."""
+    import ray
+
+    pool = ShardPool(Runner, (str(folder), hold), workers)
+    handler = OnLog("it gets no work until it answers again", on_waiting or (lambda: None))
+    logging.getLogger("cc_refinery.pool").addHandler(handler)
+    try:
+        return pool, list(pool.run([{"shard": s} for s in SHARDS]))
+    finally:
+        logging.getLogger("cc_refinery.pool").removeHandler(handler)
+        (folder / "hold").unlink(missing_ok=True)
+        for actor in pool.actors:
+            ray.kill(actor, no_restart=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_restarting_worker_is_waited_for_and_the_shard_counts_one_death(tmp_path, ray_local):
+    # the restarted worker is held in __init__ until the pool has said it waits for it: a pool that hands
+    # it the shard at once is refused (ActorUnavailableError) and must not count that as a second death
+    waits = []
+
+    def release() -> None:
+        waits.append((tmp_path / "hold").exists())
+        (tmp_path / "hold").unlink(missing_ok=True)
+
+    pool, entries = run_pool(tmp_path, workers=1, hold=True, on_waiting=release)
+
+    assert [e.get("error") for e in entries] == [None] * len(SHARDS)
+    assert sorted(e["shard"] for e in entries) == sorted(SHARDS)
+    assert waits == [True]  # one failure, while the restarted process was held
+    assert [r["shard"] for r in pool.retried] == ["victim"]
+    assert "ActorUnavailableError" in pool.retried[0]["error"]
+    killed = int((tmp_path / "killed").read_text())
+    assert {e["shard"]: e["pid"] for e in entries}["victim"] != killed  # redone by the restarted process
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_gone_for_good_leaves_its_shard_to_the_others(tmp_path, ray_local, monkeypatch):
+    monkeypatch.setattr(shard_pool, "RESTARTS", 0)  # the first death is the last
+    pool, entries = run_pool(tmp_path, workers=2, hold=False)
+
+    assert [e.get("error") for e in entries] == [None] * len(SHARDS)
+    assert sorted(e["shard"] for e in entries) == sorted(SHARDS)
+    assert [r["shard"] for r in pool.retried] == ["victim"]
+    assert "ActorDiedError" in pool.retried[0]["error"]
+    killed = int((tmp_path / "killed").read_text())
+    by_shard = {e["shard"]: e["pid"] for e in entries}
+    assert by_shard["victim"] != killed and killed not in by_shard.values()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_with_every_worker_gone_the_remaining_shards_fail_at_once(tmp_path, ray_local, monkeypatch):
+    monkeypatch.setattr(shard_pool, "RESTARTS", 0)
+    pool, entries = run_pool(tmp_path, workers=1, hold=False)
+
+    done = {e["shard"]: e.get("error") for e in entries}
+    assert len(entries) == len(SHARDS) and done["s0"] is None
+    assert [r["shard"] for r in pool.retried] == ["victim"]
+    for shard in ("victim", "s2", "s3"):
+        assert done[shard].startswith("no worker left to run it: a worker is gone: ActorDiedError: ")
+        assert "\n" not in done[shard]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_worker_not_back_within_the_restart_window_is_given_up(tmp_path, ray_local, monkeypatch):
+    monkeypatch.setattr(shard_pool, "RESTART_WINDOW_S", 3)
+    pool, entries = run_pool(tmp_path, workers=1, hold=True)  # held in __init__ until the pool gives up
+
+    done = {e["shard"]: e.get("error") for e in entries}
+    assert len(entries) == len(SHARDS) and done["s0"] is None
+    assert [r["shard"] for r in pool.retried] == ["victim"]
+    for shard in ("victim", "s2", "s3"):
+        assert done[shard] == "no worker left to run it: a worker was not back 3 s after it died"
