@@ -94,8 +94,8 @@ def failure(err: BaseException, cluster: LLMRayConfig, llm: LLMConfig | None, se
         if found is None:
             return f"an engine replica died {tries}: {error_line(err)} (the engine's error is in the Ray worker logs)"
         cause, at_start = found
-        if llm.device == "cpu" and re.search(r"KV cache|cache blocks|kv cache", cause):
-            cause += " (on device: cpu the KV cache is llm.cpu_kv_cache_gb; or lower llm.max_model_len)"
+        if llm.device == "cpu" and re.search(r"kv cache|cache blocks", cause, re.IGNORECASE):
+            cause += " (on device: cpu the KV cache's size is llm.cpu_kv_cache_gb)"
         return f"llm: the engine could not start, tried {tries}: {cause}" if at_start else (
             f"an engine replica died {tries}: {cause}")
     return error_line(err)

@@ -170,6 +170,7 @@ def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: 
 def run(recipe: MixtureRecipe) -> dict:
     """Check every stage, then run them in order (each resumes on its ledgers), then write ``mixture.json``."""
     storage = Storage(**recipe.storage.model_dump())
+    check_fence(storage)  # a superseded sentinel attempt does nothing at all
     stages = stage_recipes(recipe)
     check_stages(recipe.ray, stages)
     with RunLock(storage, join(recipe.root, recipe.name)):

