@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from jobs.config import load_model
+from operators.log_filters import drop
 
 
 def job_main(doc: str, prog: str, model: type[BaseModel], run: Callable[[BaseModel], dict],
@@ -51,6 +52,11 @@ def _stop_ray() -> None:
     ray.shutdown()
 
 
+def ray_address(cluster) -> str:
+    """The Ray a job uses: ``ray.address``, else ``RAY_ADDRESS``, else ``local`` (a Ray of its own)."""
+    return cluster.address or os.environ.get("RAY_ADDRESS") or "local"
+
+
 def start_ray(cluster) -> str:
     """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray of our own with
     ``cluster.num_cpus``, never joining a cluster that happens to run on this machine (``ray.init()``
@@ -61,11 +67,10 @@ def start_ray(cluster) -> str:
 
     from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV
 
-    address = cluster.address or os.environ.get("RAY_ADDRESS") or "local"
+    address = ray_address(cluster)
     local = address == "local"
-    if local:  # Ray says on every local start that its default, token auth, is on: a fact, not a problem
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-            lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray"))
+    if local:  # Ray says on every local start that its default, token auth, is on
+        drop("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray")
     # a submitted job's runtime env may carry them already; Ray refuses the same key from both
     job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}).get("env_vars")
     fence = {k: os.environ[k] for k in (LEASE_ENV, ATTEMPT_ENV) if k in os.environ and k not in (job_env or {})}

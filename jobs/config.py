@@ -9,13 +9,12 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import types
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from jobs.recipe_errors import nearest, problem, suggest
 from operators.params import Strict
 from operators.registry import MODULES, operator_class
 
@@ -86,12 +85,12 @@ class Recipe(Strict):
             (name, params), = step.items()
             if name not in MODULES:
                 raise ValueError(f"pipeline[{i}]: unknown operator {name!r}; "
-                                 f"{_nearest(name, MODULES) or 'known: ' + ', '.join(MODULES)}")
+                                 f"{nearest(name, MODULES) or 'known: ' + ', '.join(MODULES)}")
             cls = operator_class(name).Params
             try:
                 params = cls(**(params or {})).model_dump()
             except ValidationError as err:
-                raise ValueError("; ".join(_problem(e, cls, f"pipeline.{name}") for e in err.errors())) from None
+                raise ValueError("; ".join(problem(e, cls, f"pipeline.{name}") for e in err.errors())) from None
             checked.append({name: params})
         if "extract" not in [next(iter(s)) for s in checked]:
             raise ValueError("pipeline: an 'extract' step is required (it also passes WET text through)")
@@ -153,7 +152,7 @@ def _step_params(steps: list, part: str, where: str) -> Any:
         step = next((s for s in steps if isinstance(s, dict) and part in s), None)
         if step is None:
             names = [next(iter(s)) for s in steps if isinstance(s, dict) and len(s) == 1]
-            raise ValueError(f"--set {where}: no pipeline step named {part!r}{_suggest(part, names)}")
+            raise ValueError(f"--set {where}: no pipeline step named {part!r}{suggest(part, names)}")
     if not isinstance(step, dict) or len(step) != 1:
         raise ValueError(f"--set {where}: the step is not one operator name mapped to its parameters")
     name = next(iter(step))
@@ -171,7 +170,7 @@ def _item(items: list, part: str, where: str) -> Any:
     item = next((i for i in items if isinstance(i, dict) and i.get("name") == part), None)
     if item is None:
         names = [i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str)]
-        raise ValueError(f"--set {where}: no item named {part!r}{_suggest(part, names)}")
+        raise ValueError(f"--set {where}: no item named {part!r}{suggest(part, names)}")
     return item
 
 
@@ -217,99 +216,4 @@ def load_model(model: type[BaseModel], path: str, overrides: list[str] = (), key
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        raise ValueError("; ".join(dict.fromkeys(_problem(e, model) for e in err.errors()))) from None
-
-
-def _problem(error: dict, model: type[BaseModel] | None = None, prefix: str = "") -> str:
-    """``key: message`` for one pydantic error (messages that already name their key are kept as is). With
-    the ``model`` validated, the key is the one a recipe writes (less the union member pydantic tried),
-    and an unknown key comes with the nearest known one: ``unknown key; did you mean x?``."""
-    kinds, loc = _walk(model, error["loc"][:-1])[0], _walk(model, error["loc"])[1]
-    key = ".".join([prefix] * bool(prefix) + list(map(str, loc)))
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden" and loc:
-        known = _fields(kinds)
-        message = "unknown key" + (f"; {_nearest(str(loc[-1]), known) or 'known keys: ' + ', '.join(known)}"
-                                   if known else "")
-    return message if not key or message.startswith((f"{key}.", f"{key}:", f"{key}[")) else f"{key}: {message}"
-
-
-def _nearest(name: str, known) -> str:
-    """``did you mean x?`` for the nearest of ``known`` to ``name``, or ``""``."""
-    near = difflib.get_close_matches(name, list(known), n=1)
-    return f"did you mean {near[0]}?" if near else ""
-
-
-def _suggest(name: str, known) -> str:
-    near = _nearest(name, known)
-    return f"; {near}" if near else ""
-
-
-def _walk(model: type[BaseModel] | None, loc: tuple) -> tuple[list, list]:
-    """(the types the value at ``loc`` under ``model`` may have, ``loc`` less the union members pydantic put
-    in it): followed through nested models, lists and tuples (an index), dicts (a key), and unions. Pydantic
-    names the member of a union it tried: by discriminator value (the member the recipe chose, so the only
-    one kept) or by class name (each member in turn, so all are kept, and each member's error says the same).
-    Types are empty where ``loc`` leads nowhere."""
-    if model is None:
-        return [], list(loc)
-    kinds, path = _alternatives(model), []
-    for part in loc:
-        below = [a for k in kinds for a in _alternatives(_member(k, part))]
-        if not below and isinstance(part, str) and any(getattr(k, "__name__", None) == part for k in kinds):
-            continue
-        chosen = [k for k in kinds if isinstance(part, str) and _discriminated(k, part)]
-        if not below and chosen:
-            kinds = chosen
-            continue
-        kinds = below
-        path.append(part)
-    return kinds, path
-
-
-def _discriminated(kind, tag: str) -> bool:
-    """Whether model ``kind`` has a Literal field that admits ``tag`` (its discriminator value)."""
-    return isinstance(kind, type) and issubclass(kind, BaseModel) and any(
-        get_origin(f.annotation) is Literal and tag in get_args(f.annotation) for f in kind.model_fields.values())
-
-
-def _fields(kinds: list) -> list[str]:
-    """The field names (and aliases) of the models among ``kinds``."""
-    names: dict[str, None] = {}
-    for kind in kinds:
-        if isinstance(kind, type) and issubclass(kind, BaseModel):
-            for field_name, field in kind.model_fields.items():
-                names.update({n: None for n in (field.alias, field_name) if n})
-    return list(names)
-
-
-def _alternatives(annotation) -> list:
-    """The types ``annotation`` may be: its union members less None, its ``Annotated`` type."""
-    if annotation is None:
-        return []
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _alternatives(get_args(annotation)[0])
-    if origin is Union or origin is types.UnionType:
-        return [a for arg in get_args(annotation) if arg is not type(None) for a in _alternatives(arg)]
-    return [annotation]
-
-
-def _member(kind, part):
-    """The type of ``kind``'s field, item or value at ``part``, or None."""
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        if not isinstance(part, str):
-            return None
-        field = kind.model_fields.get(part) or next(
-            (f for f in kind.model_fields.values() if f.alias == part), None)
-        return field.annotation if field is not None else None
-    origin, args = get_origin(kind), get_args(kind)
-    if origin is None or not args:
-        return None
-    if isinstance(origin, type) and issubclass(origin, Mapping):
-        return args[-1]
-    if isinstance(part, int) and isinstance(origin, type) and issubclass(origin, Sequence | set | frozenset):
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            return args[part] if part < len(args) else None
-        return args[0]
-    return None
+        raise ValueError("; ".join(dict.fromkeys(problem(e, model) for e in err.errors()))) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from pydantic import Field
 from jobs.config import RayCluster
 from operators.llm.engine import LLMConfig
 from operators.llm.resources import engine_gpus, helper_cpus, min_replicas, missing
+from operators.log_filters import drop
 
 POLL_S = 5.0
 RAISED_RE = re.compile(r"^(?:\w+\.)*\w+(?:Error|Exception): .*$", re.MULTILINE)
@@ -62,7 +64,12 @@ def wait_for(cluster: LLMRayConfig, problem: Callable[[float, float], str | None
         cpus = total.get("CPU", 0.0)
         found = problem(cpus, total.get("GPU", 0.0))
         if found is None:
-            ray.data.DataContext.get_current().execution_no_progress_timeout_s = cluster.no_progress_timeout_s
+            context = ray.data.DataContext.get_current()
+            context.execution_no_progress_timeout_s = cluster.no_progress_timeout_s
+            # off a terminal Ray Data logs a block of every operator's state every 10 s, burying the job's own
+            # progress lines (jobs/progress.py) and errors; its bars on a terminal stay
+            context.enable_progress_bars = sys.stdout.isatty()
+            drop("ray.data._internal.progress", "Progress bars disabled")  # Ray says so when they are off
             return cpus
         if time.monotonic() >= deadline:
             waited = f" (after waiting {cluster.resources_wait_s:g} s, ray.resources_wait_s)" if requested else ""

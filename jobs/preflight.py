@@ -101,10 +101,10 @@ def _llm_files(llm: LLMConfig, tokenizer: str | None, prefix: str = "") -> dict[
 def _cpu_engine_memory(llm: LLMConfig, cluster, prefix: str = "") -> None:
     """A ``device: cpu`` engine on this machine (a local Ray) has the memory for its KV cache
     (``llm.cpu_kv_cache_gb``), the weights of a local model folder and itself."""
+    from jobs.cli import ray_address
     from operators.llm.resources import available_memory, cpu_memory_shortfall
 
-    if llm.engine != "vllm" or llm.device != "cpu" or (cluster.address or os.environ.get("RAY_ADDRESS")
-                                                       or "local") != "local":
+    if llm.engine != "vllm" or llm.device != "cpu" or ray_address(cluster) != "local":
         return
     available = available_memory()
     folder = os.path.expanduser(llm.model)

@@ -122,14 +122,23 @@ def s3_client(s3_server):
     return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def caches(tmp_path_factory):
+    """One cache folder for the session, inherited by every job a test starts, as a user has one (~/.cache):
+    nothing of the machine's own, and vLLM's compiled model graphs made by the first engine start are reused
+    by the later ones, as on a user's second run."""
+    root = tmp_path_factory.mktemp("caches")
+    os.environ.update(VLLM_CACHE_ROOT=str(root / "vllm"), XDG_CACHE_HOME=str(root / "xdg"))
+    return root
+
+
 @pytest.fixture(scope="session")
 def ray_local(s3_server, tmp_path_factory):
     """One local Ray of the session's own (never a cluster running on the machine), with Ray's defaults as a
     user's job has them, started after the S3 and cache settings are in the environment."""
     import ray
 
-    caches = tmp_path_factory.mktemp("caches")
-    os.environ.update(VLLM_CACHE_ROOT=str(caches / "vllm"), XDG_CACHE_HOME=str(caches / "xdg"), HF_HUB_OFFLINE="1",
+    os.environ.update(HF_HUB_OFFLINE="1",
                       RAY_USAGE_STATS_ENABLED="0")
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     yield

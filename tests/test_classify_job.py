@@ -152,9 +152,7 @@ def test_cli_without_gpus_stops_naming_the_setting(tmp_path):
 @pytest.mark.slow
 def test_llm_rating_runs_the_shipped_recipe_on_vllm_cpu(tmp_path, tiny_model):
     write_input(tmp_path / "in")
-    caches = tmp_path / "caches"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-           "VLLM_CACHE_ROOT": str(caches / "vllm"), "XDG_CACHE_HOME": str(caches / "xdg")}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # the recipe's llm.cpu_kv_cache_gb sizes the KV cache, as for a user
     sets = [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"rating.llm.model={tiny_model}",
             "rating.llm.device=cpu", "rating.llm.tensor_parallel_size=1"]

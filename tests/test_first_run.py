@@ -23,6 +23,11 @@ DROPPED = {
     "gopher_quality": {"gopher_quality.alpha_words": 2, "gopher_quality.word_count": 1},
     "fineweb_quality": {"fineweb_quality.char_dup_ratio": 1, "fineweb_quality.line_punct_ratio": 1},
 }
+# what Ray, Spark, PySpark and py4j print on every run unless told otherwise (Java's own "Using incubator
+# modules" line, printed by the JVM before any setting applies, is the one left)
+NOISE = ("Token authentication is enabled", "log4j", "Setting default log level", "setLogLevel", "resolves to a "
+         "loopback address", "SPARK_LOCAL_IP", "NativeCodeLoader", "FutureWarning", "require_minimum_pandas_version",
+         "Closing down clientserver", "Truncated the string representation")
 # what a surrounding make (make test OUTPUT=...) or the shell could hand down to the user's commands
 INHERITED = ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "RECIPE", "INPUT", "OUTPUT", "CRAWL", "LIMIT",
              "SET", "RUN", "OUT", "RAY_ADDRESS")
@@ -54,6 +59,12 @@ def test_make_run_keeps_documents_and_make_report_reports_that_run(tmp_path):
     rejected = pads.dataset(run_dir / "rejected", format="parquet").to_table(columns=["language"])
     other = Counter(lang for lang in rejected.column("language").to_pylist() if lang not in ("en", None))
     assert other == {"es": 3, "de": 2, "fr": 1, "it": 1, "ja": 1, "pl": 1, "ru": 1, "zh": 1}  # whirlwind's an: es
+
+    dedup = make("dedup", f"INPUT={run_dir}/filter", f"OUTPUT={run_dir}/dedup")
+    assert dedup.returncode == 0, dedup.stderr[-3000:]
+    assert json.loads(dedup.stdout.strip().splitlines()[-1])["input"] == 20
+    for command in (done, dedup):  # our lines and real problems only: no third-party notices on every run
+        assert not [line for line in command.stderr.splitlines() if any(noise in line for noise in NOISE)]
 
     report = make("report", f"OUTPUT={out}")
     assert report.returncode == 0, report.stderr[-3000:]

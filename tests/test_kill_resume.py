@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import ENGLISH, ROOT, html_page, write_warc
 from tests.faults import FaultyHttpProxy
 from tests.scripted_llm import ScriptedLLM
-from tests.test_pipeline import answer, stage_sets
+from tests.scripted_mixture import answer, stage_sets
 from tests.waiting import GENEROUS_S, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(4 * GENEROUS_S)]

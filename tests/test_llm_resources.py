@@ -11,7 +11,8 @@ def llm(**kw) -> LLMConfig:
 
 
 @pytest.mark.parametrize("config, cpus, share", [
-    (llm(device="cpu"), 2, 0.16),  # 1 CPU left beside the engine, 6 helper stages
+    (llm(device="cpu"), 2, 0.25),  # 1 CPU left beside the engine, 4 helper stages (it tokenizes itself)
+    (llm(device="cpu"), 1.5, 0.12),
     (llm(device="cpu"), 16, 0.25),  # capped: the cores are the engine's
     (llm(device="gpu", replicas=8), 64, 1.0),
     (llm(device="gpu", replicas=(2, 8)), 8, 1.0),
@@ -27,7 +28,7 @@ def test_shortfalls_name_the_setting():
         "llm.device: gpu needs 4 GPU(s) (llm.replicas x tensor_parallel_size x pipeline_parallel_size) and the "
         "cluster has 2: add GPU nodes, or set llm.device=cpu to run on vLLM's CPU build")
     assert missing(llm(device="cpu", replicas=2), 2, 0) == (
-        "ray: the cluster has 2 CPU(s); 2 go to the engine replicas (llm.replicas) and 6 helper stages need 0.3 more: "
+        "ray: the cluster has 2 CPU(s); 2 go to the engine replicas (llm.replicas) and 4 helper stages need 0.2 more: "
         "lower llm.replicas, or give Ray more CPUs (ray.num_cpus, or a bigger cluster)")
     assert missing(llm(engine="openai", device="gpu"), 1, 0) is None  # an endpoint needs no local GPU
 

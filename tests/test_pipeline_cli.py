@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
@@ -18,11 +17,10 @@ from tests.test_first_run import make
 from tests.waiting import GENEROUS_S
 
 
-def user_env(tmp_path: Path) -> dict[str, str]:
-    """The user's environment: no Ray address, nothing vLLM-specific; caches in the test's folder."""
+def user_env() -> dict[str, str]:
+    """The user's environment: no Ray address, nothing vLLM-specific, no hub (the session's caches)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "VLLM_CPU_KVCACHE_SPACE")}
-    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-            "VLLM_CACHE_ROOT": str(tmp_path / "vllm")}
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
 
 
 def test_make_pipeline_on_a_cpu_machine_stops_before_its_first_stage_naming_the_stage(tmp_path):
@@ -37,7 +35,7 @@ def test_make_pipeline_on_a_cpu_machine_stops_before_its_first_stage_naming_the_
 
 def test_a_missing_model_of_a_later_stage_stops_the_cpu_mixture_at_once(tmp_path):
     done = subprocess.run([sys.executable, "-m", "jobs.pipeline", "--config", "jobs/recipes/mixture-cpu.yaml",
-                           "--set", f"root={tmp_path / 'out'}"], cwd=ROOT, env=user_env(tmp_path),
+                           "--set", f"root={tmp_path / 'out'}"], cwd=ROOT, env=user_env(),
                           capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 2 and not (tmp_path / "out").exists()
     assert done.stderr.strip().splitlines()[-1] == (
@@ -59,7 +57,7 @@ def test_the_cpu_mixture_runs_every_stage_from_local_models(tmp_path, tiny_model
     pages = [{"url": f"https://town{i}.example.org/", "body": html_page(f"T{i}", rng.sample(ENGLISH, 4))}
              for i in range(24)]
     write_warc(home / "data" / "crawl.warc.gz", pages)
-    env = {**user_env(tmp_path), "PYTHONPATH": str(ROOT)}
+    env = {**user_env(), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "jobs.pipeline", "--config", "jobs/recipes/mixture-cpu.yaml"],
                           cwd=home, env=env, capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr[-4000:]

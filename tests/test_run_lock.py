@@ -15,8 +15,8 @@ from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV
 from operators.io.run_lock import Locked, RunLock
 from operators.io.storage import Storage
 from tests.conftest import ROOT, write_warc
+from tests.scripted_mixture import stage_sets
 from tests.test_curate_faults import pages
-from tests.test_pipeline import stage_sets
 from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")

@@ -15,6 +15,7 @@ from operators.llm.chunking import chunk_text
 from operators.llm.requests import token_counter
 from operators.schema import conform, output_schema
 from tests.conftest import ENGLISH, GERMAN, ROOT
+from tests.waiting import wait_until
 
 LONG = "\n\n".join(ENGLISH)
 
@@ -31,16 +32,18 @@ def _input(folder):
 
 
 @pytest.mark.slow
-def test_synthesis_on_vllm_cpu_provenance_chunks_validation_and_resume(tmp_path, tiny_model, ray_local):
+def test_synthesis_provenance_chunks_validation_and_resume_on_a_vllm_server(tmp_path, tiny_model, vllm_server,
+                                                                          ray_local):
+    """Real vLLM generation behind its OpenAI-compatible server (one engine start for both runs; the job's own
+    vLLM stage on Ray Data is run by tests/test_synthesize_cli.py and tests/test_pipeline_cli.py)."""
     prompt = tmp_path / "tiny_easy.yaml"
     prompt.write_text((ROOT / "operators/llm/prompts/wrap_easy.yaml").read_text()
                       .replace("name: wrap_easy", "name: tiny_easy").replace("max_input_tokens: 1000",
                                                                              "max_input_tokens: 60"))
     src, out = _input(tmp_path / "in"), tmp_path / "out"
     recipe = load_model(SynthRecipe, str(ROOT / "jobs/recipes/rephrase-wrap.yaml"), [
-        f"input={src}", f"output={out}", f"prompts=[{prompt}, wrap_qa]", f"llm.model={tiny_model}",
-        "llm.device=cpu", "llm.dtype=float32", "llm.max_model_len=1024", "llm.enforce_eager=true",
-        "llm.gpu_memory_utilization=0.5", "llm.batch_size=8", "llm.sampling.max_tokens=16",
+        f"input={src}", f"output={out}", f"prompts=[{prompt}, wrap_qa]", "llm.engine=openai", "llm.model=tiny",
+        f"llm.endpoint.url={vllm_server}", f"tokenizer={tiny_model}", "llm.sampling.max_tokens=16",
         "llm.sampling.temperature=0"])
 
     stats = run(recipe)
@@ -52,7 +55,7 @@ def test_synthesis_on_vllm_cpu_provenance_chunks_validation_and_resume(tmp_path,
                                                   "c:tiny_easy", "c:wrap_qa"]
     assert sorted(r["id"] for r in kept if not r["synth_task"]) == ["a", "b", "c"]  # mix: real next to synthetic
     for row in synthetic:
-        assert row["synth_task"] == "rephrase" and row["synth_model"] == tiny_model
+        assert row["synth_task"] == "rephrase" and row["synth_model"] == "tiny"
         assert row["synth_prompt"] == ("tiny_easy@1" if row["id"].endswith("tiny_easy") else "wrap_qa@1")
         assert row["parent_id"] == row["id"].split(":")[0] and row["synth_seed"] == 0
         assert row["tokens_in"] > 0 and 0 < row["tokens_out"] <= 16 * row["synth_chunks"]
@@ -73,31 +76,36 @@ def test_synthesis_on_vllm_cpu_provenance_chunks_validation_and_resume(tmp_path,
     assert json.loads((out / "_stats.json").read_text())["shards"] == 2
 
 
-@pytest.fixture
-def vllm_server(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model, tmp_path_factory):
     """A real OpenAI-compatible endpoint: ``vllm serve`` (CPU build) with the tiny model, on 127.0.0.1."""
     import socket
     import subprocess
     import sys
-    import time
     import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(tmp_path / "serve.log", "w")
+    folder = tmp_path_factory.mktemp("vllm-serve")
+    log = open(folder / "serve.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
                                "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
-                               "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager"],
+                               "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager",
+                               # on vLLM's CPU build a server needs its KV cache sized, as llm.cpu_kv_cache_gb does
+                               "--kv-cache-memory-bytes", str(1 << 30)],
                               stdout=log, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+        except OSError:
+            return False
+        return True
+
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                time.sleep(1)
+        wait_until(healthy, f"the vLLM server's /health (its log: {folder / 'serve.log'})", every_s=1,
+                   alive=lambda: server.poll() is None)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.terminate()

@@ -14,6 +14,7 @@ run stops, its shards left unfinished.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from typing import Literal
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from operators.llm.prompts import load_prompt
+from operators.log_filters import drop
 from operators.params import Strict
 
 GIB = 1 << 30
@@ -122,15 +124,22 @@ def cpu_kv_cache(llm: LLMConfig, environ: dict | None = None) -> tuple[int, str]
 
 
 def _vllm(llm: LLMConfig, helper_cpus: float):
+    cpu = llm.device == "cpu"
+    if cpu:  # vLLM's CPU build says on import that a CPU has no GPU Triton: a fact, not a problem
+        drop("vllm.triton_utils.importing", below=logging.ERROR)
+    # ray.data.llm says it found no cloud mirror for a model given as a local or hub path
+    drop("ray.llm.ray.llm._internal.common.utils.download_utils", below=logging.WARNING)
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    cpu = llm.device == "cpu"
     helper = {"enabled": True, "num_cpus": helper_cpus}
+    # on device: cpu the engine tokenizes and detokenizes in its own process: two more actors, each importing
+    # transformers, would only slow the start on the cores the engine needs (operators/llm/resources.py)
+    tokens = {**helper, "enabled": not cpu}
     config = vLLMEngineProcessorConfig(
         model_source=llm.model, engine_kwargs=engine_kwargs(llm), batch_size=llm.batch_size,
         concurrency=llm.replicas, log_engine_metrics=not cpu,
         placement_group_config={"bundles": [{"CPU": 1}]} if cpu else None,
-        chat_template_stage=helper, tokenize_stage=helper, detokenize_stage=helper)
+        chat_template_stage=helper, tokenize_stage=tokens, detokenize_stage=tokens)
 
     def pre(row: dict) -> dict:
         return {"messages": load_prompt(row["prompt_name"]).messages(row["chunk"]),

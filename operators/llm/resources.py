@@ -39,7 +39,9 @@ def engine_cpus(llm: LLMConfig) -> float:
 
 
 def helpers(llm: LLMConfig) -> int:
-    return VLLM_HELPERS if llm.engine == "vllm" else HTTP_HELPERS + llm.endpoint.concurrency
+    if llm.engine != "vllm":
+        return HTTP_HELPERS + llm.endpoint.concurrency
+    return VLLM_HELPERS - 2 if llm.device == "cpu" else VLLM_HELPERS  # a CPU engine tokenizes itself
 
 
 def missing(llm: LLMConfig, cpus: float, gpus: float) -> str | None:
