@@ -16,8 +16,10 @@ from operators.log_filters import drop
 
 
 def job_main(doc: str, prog: str, model: type[BaseModel], run: Callable[[BaseModel], dict],
-             summary: tuple[str, ...], argv: list[str] | None = None) -> int:
-    """Parse arguments, validate the recipe, run; exit status 2 with a one-line reason on bad input."""
+             summary: tuple[str, ...], argv: list[str] | None = None,
+             then: Callable[[BaseModel, dict], str] | None = None) -> int:
+    """Parse arguments, validate the recipe, run; exit status 2 with a one-line reason on bad input. After the
+    JSON summary (stdout, the one line scripts read), ``then(recipe, stats)`` is a line for a person (stderr)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("--config", required=True, help="recipe YAML (jobs/recipes/*.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -25,13 +27,16 @@ def job_main(doc: str, prog: str, model: type[BaseModel], run: Callable[[BaseMod
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(message)s")
     try:
-        stats = run(load_model(model, args.config, args.set))
+        recipe = load_model(model, args.config, args.set)
+        stats = run(recipe)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
         _stop_ray()
-    print(json.dumps({key: stats[key] for key in summary}))
+    print(json.dumps({key: stats[key] for key in summary}), flush=True)
+    if then is not None:
+        print(then(recipe, stats), file=sys.stderr)
     return 0
 
 

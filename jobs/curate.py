@@ -157,18 +157,8 @@ def where(recipe: Recipe, stats: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    finished = []
-
-    def run_and_keep(recipe: Recipe) -> dict:
-        finished.append((recipe, stats := run(recipe)))
-        return stats
-
-    status = job_main(__doc__, "python -m jobs.curate", Recipe, run_and_keep, ("shards", "rows", "wall_seconds"), argv)
-    if status == 0 and finished:  # stdout stays the one JSON line; this goes beside the log, after it
-        sys.stdout.flush()
-        print(where(*finished[0]), file=sys.stderr)
-    return status
-
+    return job_main(__doc__, "python -m jobs.curate", Recipe, run, ("shards", "rows", "wall_seconds"), argv,
+                    then=where)
 
 if __name__ == "__main__":
     sys.exit(main())
