@@ -69,11 +69,11 @@ ifeq ($(CLUSTER),local)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(RAY) start --head --dashboard-host=127.0.0.1 \
 	  --dashboard-port=$(lastword $(subst :, ,$(ADDRESS))) --disable-usage-stats
 else ifeq ($(CLUSTER),aws)
-	$(PY) -m jobs.cluster_config render --target aws
+	$(PY) -m clusters.render --target aws
 	test -s ~/.ray/auth_token || $(RAY) get-auth-token --generate > /dev/null
 	$(RAY) up -y clusters/build/aws.yaml
 else
-	$(PY) -m jobs.cluster_config render --target kuberay
+	$(PY) -m clusters.render --target kuberay
 	kubectl apply -f clusters/build/kuberay/raycluster.yaml
 endif
 
@@ -81,10 +81,10 @@ cluster-down: install
 ifeq ($(CLUSTER),local)
 	$(RAY) stop
 else ifeq ($(CLUSTER),aws)
-	test -f clusters/build/aws.yaml || $(PY) -m jobs.cluster_config render --target aws
+	test -f clusters/build/aws.yaml || $(PY) -m clusters.render --target aws
 	$(RAY) down -y clusters/build/aws.yaml
 else
-	test -f clusters/build/kuberay/raycluster.yaml || $(PY) -m jobs.cluster_config render --target kuberay
+	test -f clusters/build/kuberay/raycluster.yaml || $(PY) -m clusters.render --target kuberay
 	kubectl delete -f clusters/build/kuberay/raycluster.yaml
 endif
 

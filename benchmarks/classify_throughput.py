@@ -89,7 +89,7 @@ def direct_row(model: str, texts: list[str], device: str, batch_size: int, cores
 def stage_row(model: str, texts: list[str], folder: Path, device: str, batch_size: int, cores: int) -> tuple:
     """The classify job (one transformer classifier) over the same texts as 4 shards, whole job timed."""
     from jobs.classify import run
-    from jobs.classify_config import QualityRecipe
+    from jobs.classify.recipe import QualityRecipe
 
     for i in range(4):
         path = folder / "in" / "CC-MAIN-2024-22" / f"s{i}.parquet"

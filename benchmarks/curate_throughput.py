@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks.filter_chain import chain_rows
 from benchmarks.real_pages import real_texts
-from jobs.config import load_recipe
+from jobs.curate.recipe import load_recipe
 from operators.io.storage import Storage
 from operators.io.warc import read_warc
 from operators.pipeline import Chain

@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks.real_pages import real_texts
-from jobs.dedup import DedupRecipe, SparkConfig, run, spark_session
+from jobs.dedup.job import run, spark_session
+from jobs.dedup.recipe import DedupRecipe, SparkConfig
 from operators.dedup.minhash import minhash_bands, mix64
 from operators.schema import conform, output_schema
 

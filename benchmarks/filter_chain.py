@@ -14,7 +14,7 @@ import time
 
 import pyarrow as pa
 
-from jobs.config import load_recipe
+from jobs.curate.recipe import load_recipe
 from operators.io.storage import Storage
 from operators.pipeline import Chain
 from operators.registry import build

@@ -201,7 +201,8 @@ def tiny_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory, s3_server):
     """One local Spark (2 cores) for the session, started after the S3 credentials are in the environment."""
-    from jobs.dedup import SparkConfig, spark_session
+    from jobs.dedup.job import spark_session
+    from jobs.dedup.recipe import SparkConfig
 
     session = spark_session(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=4,
                                         conf={"spark.local.dir": str(tmp_path_factory.mktemp("spark"))}))

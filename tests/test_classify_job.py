@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.classify import run
-from jobs.classify_config import QualityRecipe
-from jobs.config import load_model
+from jobs.classify.recipe import QualityRecipe
+from jobs.common.recipe import load_model
 from operators.io.storage import Storage
 from operators.quality import buckets as qb
 from operators.quality.transformer import Scorer, int_score, load_tokenizer, tokenize

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.classify_config import QualityRecipe
-from jobs.config import Compression, Recipe, apply_override, load_model, load_recipe
-from jobs.curate import check_columns
+from jobs.classify.recipe import QualityRecipe
+from jobs.common.recipe import Compression, apply_override, load_model
+from jobs.curate.job import check_columns
+from jobs.curate.recipe import Recipe, load_recipe
 from jobs.dedup import DedupRecipe
 from jobs.synthesize import SynthRecipe
 from operators.params import Strict

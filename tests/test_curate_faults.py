@@ -15,8 +15,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
 
-from jobs.config import load_recipe
 from jobs.curate import run
+from jobs.curate.recipe import load_recipe
 from tests.conftest import ENGLISH, ROOT, html_page, write_warc
 from tests.faults import DroppingProxy, FaultyHttpProxy, members
 from tests.waiting import GENEROUS_S

@@ -11,8 +11,8 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pytest
 
-from jobs.config import load_recipe
-from jobs.curate import check_columns, run
+from jobs.curate.job import check_columns, run
+from jobs.curate.recipe import load_recipe
 from operators.schema import output_schema
 from tests.conftest import ENGLISH, ROOT, write_warc, write_wet
 from tests.waiting import GENEROUS_S

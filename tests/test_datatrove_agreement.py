@@ -7,7 +7,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from jobs.config import load_recipe
+from jobs.curate.recipe import load_recipe
 from operators.io.storage import Storage
 from operators.registry import build
 from tests.conftest import ROOT, need

@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.config import load_model
+from jobs.common.recipe import load_model
 from jobs.dedup import DedupRecipe, run
 from operators.dedup.minhash import jaccard, shingle_sets
 from operators.schema import conform, output_schema

@@ -110,7 +110,7 @@ def _session(tmp_path, *logs: str):
 def test_a_dying_engine_is_reported_with_the_root_cause_any_vllm_process_logged(tmp_path):
     from ray.exceptions import ActorDiedError
 
-    from jobs.llm_cluster import LLMRayConfig, engine_error, failure
+    from jobs.common.llm_cluster import LLMRayConfig, engine_error, failure
     from operators.llm.engine import LLMConfig
 
     session = _session(tmp_path, MID_RUN_LOG, "\x1b[0;36m" + WORKER_LOG.replace("ERROR", "\x1b[31mERROR\x1b[0m"))

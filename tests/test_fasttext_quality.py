@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.config import load_recipe
-from jobs.curate import check_columns
-from jobs.preflight import check_curate
+from jobs.curate.checks import check as check_curate
+from jobs.curate.job import check_columns
+from jobs.curate.recipe import load_recipe
 from operators.filters.fasttext_quality import DCLM_FILE, FastTextQualityFilter, load_classifier, prepare
 from operators.io.storage import Storage
 from operators.registry import build

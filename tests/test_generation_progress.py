@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from jobs.progress import RequestProgress
+from jobs.common.progress import RequestProgress
 from tests.scripted_llm import ScriptedLLM
 from tests.test_synthesize_families import REWIRE_ANSWERS, synthesize, which
 

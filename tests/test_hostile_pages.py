@@ -9,8 +9,8 @@ import json
 import pyarrow.dataset as pads
 import pytest
 
-from jobs.config import load_recipe
 from jobs.curate import run
+from jobs.curate.recipe import load_recipe
 from tests.conftest import ENGLISH, ROOT, html_page, write_warc, write_wet
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")

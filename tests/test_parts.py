@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from jobs.config import load_recipe
 from jobs.curate import run
-from jobs.shard_plan import plan_units
+from jobs.curate.recipe import load_recipe
+from jobs.curate.shard_plan import plan_units
 from operators.io.shard import part_range
 from operators.io.storage import Storage
 from operators.io.warc import leading_crawl, read_warc

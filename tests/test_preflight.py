@@ -8,11 +8,14 @@ import tempfile
 
 import pytest
 
-from jobs.classify_config import QualityRecipe
-from jobs.config import load_model, load_recipe
+from jobs.classify.recipe import QualityRecipe
+from jobs.common.recipe import load_model
+from jobs.curate.checks import check as check_curate
+from jobs.curate.recipe import load_recipe
 from jobs.dedup import DedupRecipe
-from jobs.preflight import check_curate, check_dedup, check_synthesize
+from jobs.dedup.job import check as check_dedup
 from jobs.synthesize import SynthRecipe
+from jobs.synthesize.checks import check as check_synthesize
 from operators.filters.language import default_model_path
 from tests.conftest import ROOT
 from tests.test_fasttext_quality import train_classifier

@@ -7,8 +7,8 @@ import re
 import pyarrow.dataset as pads
 import pytest
 
-from jobs.config import load_recipe
 from jobs.curate import run
+from jobs.curate.recipe import load_recipe
 from operators.filters.pii import EMAIL
 from tests.conftest import ROOT
 

@@ -19,7 +19,7 @@ import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from PIL import Image
 
-from jobs.config import load_model
+from jobs.common.recipe import load_model
 from jobs.pipeline import MixtureRecipe, run
 from jobs.report import main, newest_run
 from operators.io.storage import Storage

@@ -105,7 +105,7 @@ def test_every_stage_refuses_an_output_another_run_holds_before_touching_it(tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.config import load_model
+    from jobs.common.recipe import load_model
 
     module, model, shipped, sets = STAGES[stage]
     job = importlib.import_module(module)

@@ -14,10 +14,11 @@ import uuid
 import pytest
 import yaml
 
-from jobs import pipeline, sentinel, sentinel_launch
-from jobs.config import load_model
+from jobs import pipeline, sentinel
+from jobs.common.recipe import load_model
 from jobs.sentinel import Schedule
-from jobs.sentinel_launch import hold
+from jobs.sentinel.holder import main as holder_main
+from jobs.sentinel.launch import hold
 from operators.io import lease
 from operators.io.ledger import ATTEMPT_ENV, LEASE_ENV, StaleAttempt, commit_entry
 from operators.io.storage import Storage, join
@@ -63,8 +64,8 @@ def schedule(s3_server: str, root: str, *overrides: str) -> Schedule:
     job = [f"storage.endpoint_url={s3_server}", "input.crawl={crawl}", "output.root={root}", "ray.num_cpus=1"]
     return load_model(Schedule, SCHEDULE, [
         f"root={root}", f"storage.endpoint_url={s3_server}", "since=CC-MAIN-2030-01", "max_new_per_tick=5",
-        "lease.ttl_s=10", "lease.heartbeat_s=1", "lease.max_attempts=2", "job.module=jobs.curate",
-        f"job.recipe={ROOT / 'jobs' / 'recipes' / 'fineweb.yaml'}", f"job.set={json.dumps(job)}", *overrides])
+        "lease.ttl_s=10", "lease.heartbeat_s=1", "lease.max_attempts=2", "run.module=jobs.curate",
+        f"run.recipe={ROOT / 'jobs' / 'recipes' / 'fineweb.yaml'}", f"run.set={json.dumps(job)}", *overrides])
 
 
 @pytest.mark.parametrize("storage_root", ["local", "s3"], indirect=True)
@@ -186,7 +187,7 @@ def test_rayjob_mode_writes_a_manifest_whose_entrypoint_runs_the_crawl(s3_server
               "--timeout-s", "172800"]
     assert manifest == {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": name, "labels": {
         "app.kubernetes.io/part-of": "cc-refinery", "cc-refinery/crawl": crawl.lower(), "cc-refinery/attempt": "1"}},
-        "spec": {"entrypoint": shlex.join(["python", "-m", "jobs.sentinel_launch", *holder, "--", *job]),
+        "spec": {"entrypoint": shlex.join(["python", "-m", "jobs.sentinel.holder", *holder, "--", *job]),
                  "backoffLimit": 0, "ttlSecondsAfterFinished": 3600, "rayClusterSpec": cluster,
                  "runtimeEnvYAML": yaml.safe_dump({"env_vars": {LEASE_ENV: uri, ATTEMPT_ENV: "1"}}),
                  "shutdownAfterJobFinishes": True, "activeDeadlineSeconds": 3600 + 172800}}
@@ -196,7 +197,7 @@ def test_rayjob_mode_writes_a_manifest_whose_entrypoint_runs_the_crawl(s3_server
     assert sentinel.run(recipe)["busy"] == 1  # its lease waits start_ttl_s for the RayJob to start
     assert sorted(p.name for p in manifests.iterdir()) == [f"{name}.yaml"]
 
-    assert sentinel_launch.main(shlex.split(manifest["spec"]["entrypoint"])[3:]) == 0  # what the RayJob runs
+    assert holder_main(shlex.split(manifest["spec"]["entrypoint"])[3:]) == 0  # what the RayJob runs
     assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"crawl": crawl, "attempt": 1, "status": "done",
                                                                     "error": None}
     assert sentinel.run(recipe)["done"] == 1
@@ -241,7 +242,7 @@ def test_an_unanswered_crawl_list_fails_the_tick_in_bounded_time(tmp_path, capsy
         started = time.monotonic()
         code = sentinel.main(["--config", SCHEDULE, "--set", f"root={tmp_path / 'out'}", "--set", f"source.uri={url}",
                               "--set", "source.timeout_s=2",
-                              "--set", f"job.recipe={ROOT / 'jobs' / 'recipes' / 'mixture.yaml'}"])
+                              "--set", f"run.recipe={ROOT / 'jobs' / 'recipes' / 'mixture.yaml'}"])
         elapsed = time.monotonic() - started
     assert (code, capsys.readouterr().err) == (
         2, f"error: cannot read the crawl list {url}: TimeoutError: no answer within 2s\n")

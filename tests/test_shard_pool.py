@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import shard_pool
-from jobs.shard_pool import ShardPool
+from jobs.curate import shard_pool
+from jobs.curate.shard_pool import ShardPool
 
 SHARDS = ["s0", "victim", "s2", "s3"]
 

@@ -11,7 +11,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.config import load_model
+from jobs.common.recipe import load_model
 from jobs.synthesize import SynthRecipe, run
 from operators.schema import conform, output_schema
 from tests.conftest import ROOT
@@ -142,7 +142,7 @@ def test_prox_runs_doc_and_chunk_programs_without_executing_them(tmp_path, ray_l
 @pytest.mark.slow
 def test_rewire_post_filter_keeps_the_top_share_and_records_both_scores(tmp_path, ray_local, tiny_bert,
                                                                          tiny_fasttext):
-    from jobs.synthesize import _scorer
+    from jobs.synthesize.job import _scorer
     from operators.io.storage import Storage
 
     docs = {f"d{i}": f"The bridge number {i} over the Danube in Vienna was opened in {1870 + i}." for i in range(4)}

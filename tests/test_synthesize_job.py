@@ -9,7 +9,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.config import load_model
+from jobs.common.recipe import load_model
 from jobs.synthesize import SynthRecipe, run
 from operators.llm.chunking import chunk_text
 from operators.llm.requests import token_counter

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from jobs.config import load_recipe
+from jobs.curate.recipe import load_recipe
 from operators.filters.url import UrlFilter
 from operators.io.storage import Storage
 from tests.conftest import ROOT, need

@@ -1,0 +1,1 @@
+"""The cluster configs: templates, values and their renderer (``python -m clusters.render``)."""

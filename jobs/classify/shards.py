@@ -1,0 +1,47 @@
+"""The quality job's shards: which input shards there are and which are left to do (its ledger)."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow.parquet as pq
+
+from jobs.classify.recipe import QualityRecipe
+from operators.io.layout import shard_of
+from operators.io.ledger import to_do
+from operators.io.storage import Storage, join
+
+log = logging.getLogger("cc_refinery.classify")
+
+
+def shard_key(path: str) -> str:
+    return "/".join(shard_of(path))
+
+
+def check_input(recipe: QualityRecipe, storage: Storage, first: str) -> None:
+    """The input has ``id`` and ``text``, and every bucketed score not made by this run."""
+    fs, inner = storage.filesystem(first)
+    names = pq.read_schema(inner, filesystem=fs).names
+    missing = [c for c in ("id", "text") if c not in names]
+    produced = {c.name for c in recipe.classifiers}
+    if recipe.buckets:
+        missing += [f"{n}_score" for n in recipe.buckets.classifiers if n not in produced and f"{n}_score" not in names]
+    if missing:
+        raise ValueError(f"input: {first} has no column(s) {', '.join(missing)} (buckets.classifiers names a "
+                         f"classifier of this recipe, or a <name>_score column of the input)" if recipe.buckets
+                         else f"input: {first} has no column(s) {', '.join(missing)}")
+
+
+def plan(recipe: QualityRecipe, storage: Storage) -> tuple[dict[str, str], list[str], str]:
+    """(input shards by key, keys to do, ledger folder), after checking the input and sweeping staging files."""
+    paths = {shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
+    if not paths:
+        raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
+    check_input(recipe, storage, next(iter(paths.values())))
+    storage.sweep_staging(recipe.output)
+    ledger = join(recipe.output, "_ledger")
+    recorded = {p[len(ledger) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
+    todo, changed = to_do(storage, paths, lambda k: join(ledger, f"{k}.json"), recorded)
+    log.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(paths), len(paths) - len(todo),
+             len(todo), len(changed))
+    return paths, todo, ledger

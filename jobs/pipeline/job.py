@@ -1,0 +1,173 @@
+"""The end-to-end mixture: filter -> dedup -> quality -> rephrase / rewrite / think -> manifest.
+
+    python -m jobs.pipeline --config jobs/recipes/mixture.yaml        (make pipeline)
+
+Each stage is its own job on its own recipe (``stages.<stage>.recipe``, with ``set`` overrides),
+reading the previous stage's output under ``<root>/<name>/`` and resuming on its own ledgers; the
+synthesis stages run without ``mix`` so every document is counted once. Dedup is global, so it is
+re-run only when the curated shards changed. ``mixture.json`` (written last) counts documents and
+tokens (whitespace words) per kind (real, rephrased, rewritten, refined, thought), per prompt and
+per crawl, from the stage outputs, counted on Ray workers. The ``storage`` and ``ray`` keys set here
+apply to every stage too. One run at a time holds ``<root>/<name>/``; a run started under a lease (the
+sentinel's) checks before each stage and before ``mixture.json`` that no newer attempt took it over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from jobs import classify, curate, dedup, synthesize
+from jobs.common.cli import job_main, start_ray
+from jobs.common.recipe import load_model
+from jobs.pipeline.checks import StageRecipe, check_stages
+from jobs.pipeline.recipe import MixtureRecipe
+from operators.io.ledger import check_fence
+from operators.io.run_lock import RunLock
+from operators.io.storage import Storage, join
+
+log = logging.getLogger("cc_refinery.pipeline")
+KINDS = {"rephrase": "rephrased", "rewrite": "rewritten", "refine": "refined", "think": "thought"}
+
+
+def _fingerprint(storage: Storage, ledger: str) -> str:
+    """The curated shards as their ledger entries say (names and finish times)."""
+    entries = sorted(storage.listdir(ledger))
+    stamps = [json.loads(storage.read_bytes(join(ledger, e))).get("finished_at") for e in entries]
+    return hashlib.blake2b(json.dumps([entries, stamps]).encode(), digest_size=16).hexdigest()
+
+
+def _shared(recipe: MixtureRecipe) -> list[str]:
+    """The ``storage`` and ``ray`` keys this recipe sets, as overrides for every stage (a stage's ``set`` wins)."""
+    return [f"{block}.{key}={json.dumps(value)}" for block in ("storage", "ray")
+            for key, value in getattr(recipe, block).model_dump(exclude_unset=True).items()]
+
+
+def _dedup(dedup_recipe, storage: Storage, base: str) -> None:
+    marker, fingerprint = join(base, "dedup", "_pipeline.json"), _fingerprint(storage, join(base, "filter", "_ledger"))
+    if storage.exists(marker) and json.loads(storage.read_bytes(marker)).get("filter") == fingerprint:
+        log.info("dedup: the curated shards did not change, kept")
+        return
+    dedup.run(dedup_recipe)
+    storage.write_text(marker, json.dumps({"filter": fingerprint}))
+
+
+def stage_recipes(recipe: MixtureRecipe) -> list[StageRecipe]:
+    """Every stage's recipe, loaded with the overrides it runs with (inputs and outputs under ``<root>/<name>/``);
+    a bad key in any of them stops the pipeline here, naming the stage."""
+    base, stages, shared = join(recipe.root, recipe.name), recipe.stages, _shared(recipe)
+    crawl = [f"input.crawl={recipe.crawl}"] if recipe.crawl else []
+    synth = [(f"stages.synthesize.{i}", synthesize, synthesize.SynthRecipe, stage,
+              [f"input={join(base, 'quality')}", "mix=false", f"output={join(base, 'synth', Path(stage.recipe).stem)}"])
+             for i, stage in enumerate(stages.synthesize)]
+    specs = [("stages.curate", curate, curate.Recipe, stages.curate,
+              [f"input.paths={json.dumps(recipe.input)}", *crawl, f"output.root={recipe.root}",
+               f"output.run={recipe.name}"]),
+             ("stages.dedup", dedup, dedup.DedupRecipe, stages.dedup,
+              [f"input={join(base, 'filter')}", f"output={join(base, 'dedup')}"]),
+             ("stages.quality", classify, classify.QualityRecipe, stages.quality,
+              [f"input={join(base, 'dedup')}", f"output={join(base, 'quality')}"]), *synth]
+    loaded = []
+    for key, job, model, stage, paths in specs:
+        named = StageRecipe(key, stage.recipe, job, None)
+        with named.naming():
+            named.recipe = load_model(model, stage.recipe, [*shared, *stage.set, *paths], key="recipe")
+        loaded.append(named)
+    return loaded
+
+
+def _count(raw: dict):
+    """A ``map`` function: one output file -> its documents and tokens by (kind, prompt, crawl), as JSON."""
+
+    def run(row: dict) -> dict:
+        import pyarrow.parquet as pq
+
+        from operators.quality.summary import token_counts
+
+        storage = Storage(**raw)
+        fs, inner = storage.filesystem(row["path"])
+        names = pq.read_schema(inner, filesystem=fs).names
+        table = pq.read_table(inner, filesystem=fs, columns=[c for c in ("text", "crawl", "synth_task",
+                                                                         "synth_prompt") if c in names])
+        tokens = token_counts(table.column("text").combine_chunks())
+        tasks = table.column("synth_task").to_pylist() if "synth_task" in names else [None] * table.num_rows
+        prompts = table.column("synth_prompt").to_pylist() if "synth_prompt" in names else [None] * table.num_rows
+        crawls = table.column("crawl").to_pylist() if "crawl" in names else [None] * table.num_rows
+        docs, words = Counter(), Counter()
+        for task, prompt, crawl, n in zip(tasks, prompts, crawls, tokens.tolist(), strict=True):
+            key = json.dumps([KINDS.get(task, "real") if row["synthetic"] else "real", prompt, crawl])
+            docs[key] += 1
+            words[key] += n
+        return {"counts": json.dumps({k: [docs[k], words[k]] for k in docs})}
+
+    return run
+
+
+def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: list[str]) -> dict:
+    """``mixture.json``: documents and tokens per kind, per prompt and per crawl, of the final corpus."""
+    import ray
+
+    sources = [(join(base, "quality"), False)] + [(out, True) for out in synth_outputs]
+    rows = [{"path": p, "synthetic": synthetic} for folder, synthetic in sources
+            for p in storage.walk(folder, ".parquet")]
+    totals: dict[str, list[int]] = {}
+    if rows:
+        counted = ray.data.from_items(rows, override_num_blocks=len(rows)).map(_count(recipe.storage.model_dump()),
+                                                                               num_cpus=0.25)
+        for row in counted.iter_rows():
+            for key, (docs, words) in json.loads(row["counts"]).items():
+                total = totals.setdefault(key, [0, 0])
+                total[0] += docs
+                total[1] += words
+    out: dict = {"sources": [folder for folder, _ in sources]}
+    for level, index in (("kinds", 0), ("prompts", 1), ("crawls", 2)):
+        grouped: dict = {}
+        for key, (docs, words) in totals.items():
+            name = json.loads(key)[index] or "none"
+            entry = grouped.setdefault(name, {"documents": 0, "tokens": 0})
+            entry["documents"] += docs
+            entry["tokens"] += words
+        out[level] = dict(sorted(grouped.items()))
+    out["documents"] = sum(d for d, _ in totals.values())
+    out["tokens"] = sum(w for _, w in totals.values())
+    return out
+
+
+def run(recipe: MixtureRecipe) -> dict:
+    """Check every stage, then run them in order (each resumes on its ledgers), then write ``mixture.json``."""
+    storage = Storage(**recipe.storage.model_dump())
+    check_fence(storage)  # a superseded sentinel attempt does nothing at all
+    stages = stage_recipes(recipe)
+    check_stages(recipe.ray, stages)
+    with RunLock(storage, join(recipe.root, recipe.name)):
+        return _run(recipe, storage, [stage.recipe for stage in stages])
+
+
+def _run(recipe: MixtureRecipe, storage: Storage, stages: list) -> dict:
+    """Every stage, once this process holds the run's folder (each stage also holds its own output)."""
+    started = time.time()
+    base = join(recipe.root, recipe.name)
+    curation, dedup, quality, *synthesis = stages
+    check_fence(storage)
+    curate.run(curation)
+    check_fence(storage)
+    _dedup(dedup, storage, base)
+    check_fence(storage)
+    classify.run(quality)
+    for stage in synthesis:
+        check_fence(storage)
+        synthesize.run(stage)
+    start_ray(recipe.ray)
+    result = manifest(recipe, storage, base, [stage.output for stage in synthesis])
+    result["wall_seconds"] = round(time.time() - started, 2)
+    check_fence(storage)
+    storage.write_text(join(base, "mixture.json"), json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return job_main(__doc__, "python -m jobs.pipeline", MixtureRecipe, run, ("documents", "tokens", "kinds"), argv)
