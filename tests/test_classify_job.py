@@ -155,7 +155,10 @@ def test_llm_rating_runs_the_shipped_recipe_on_vllm_cpu(tmp_path, tiny_model):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # the recipe's llm.cpu_kv_cache_gb sizes the KV cache, as for a user
     sets = [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", f"rating.llm.model={tiny_model}",
-            "rating.llm.device=cpu", "rating.llm.tensor_parallel_size=1"]
+            "rating.llm.device=cpu", "rating.llm.tensor_parallel_size=1",
+            # eager (a user setting): the rating path is tested here; the compiled CPU engine is run by
+            # tests/test_synthesize_cli.py and tests/test_pipeline_cli.py on the same engine code
+            "rating.llm.enforce_eager=true"]
     done = subprocess.run([sys.executable, "-m", "jobs.classify", "--config", str(ROOT / "jobs" / "recipes" /
                                                                                   "quality-llm.yaml"),
                            *[arg for s in sets for arg in ("--set", s)]], cwd=ROOT, env=env, capture_output=True,

@@ -286,7 +286,8 @@ def test_spark_standalone_on_ray_gives_the_local_result(tmp_path, spark, real_te
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run([sys.executable, "-m", "jobs.dedup", "--config", RECIPE, "--set", f"input={src}",
                            "--set", f"output={tmp_path / 'ray' / 'dedup'}", "--set", "spark.master=ray",
-                           "--set", "ray.num_cpus=2", "--set", "spark.driver_memory=2g"],
+                           "--set", "ray.num_cpus=2", "--set", "spark.driver_memory=2g",
+                           "--set", "spark.shuffle_partitions=4"],  # as the local session it is compared with
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dedup: Spark standalone on Ray at spark://" in done.stderr

@@ -20,7 +20,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 
 from jobs.common.checks import check_parquet_input
-from jobs.common.cli import job_main
+from jobs.common.cli import job_main, start_ray
 from jobs.common.generation import stream
 from jobs.common.llm_cluster import failure
 from jobs.synthesize.checks import check
@@ -65,6 +65,42 @@ def _scorer(model: str, label: str, storage: Storage):
 
     op = FastTextQualityFilter(storage=storage, model=model, label=label)
     return lambda texts: np.asarray(op.signals(pa.table({"text": texts}))[op.p.column], dtype=np.float32)
+
+
+def _without_requests(recipe: SynthRecipe, storage: Storage, path: str) -> dict | None:
+    """On a worker: when no document of the shard at ``path`` is routed to a prompt (``routing``) and inside
+    ``select``, finish the shard here without the engine and return its ledger entry; else None. Reads only
+    the id and the routing and select columns."""
+    from operators.llm.requests import route, selected
+
+    fs, inner = storage.filesystem(path)
+    names = set(pq.read_schema(inner, filesystem=fs).names)
+    columns = {"id"} | {c.column for c in (recipe.routing, recipe.select) if c}
+    if not columns <= names:  # the engine path reports the missing column
+        return None
+    table = pq.read_table(inner, columns=sorted(columns), filesystem=fs)
+    chosen = route(table, recipe.prompts, recipe.routing.model_dump() if recipe.routing else None)
+    inside = selected(table, recipe.select.model_dump() if recipe.select else None)
+    if any(prompts and ok for prompts, ok in zip(chosen, inside, strict=True)):
+        return None
+    return finish_shard(recipe, storage, path, [])
+
+
+def _engine_shards(recipe: SynthRecipe, storage: Storage, paths: dict[str, str], todo: list[str]) -> list[str]:
+    """The shards of ``todo`` that have requests for the engine. With ``routing`` or ``select``, the others (no
+    document routed to a prompt, e.g. a mixture stage whose quality band is empty) are finished on workers
+    first, and when none is left the engine is never started: a model load (minutes for a large one) for
+    nothing to generate."""
+    import ray
+
+    if recipe.routing is None and recipe.select is None:
+        return todo  # every document gets every prompt
+    start_ray(recipe.ray)
+    check = ray.remote(num_cpus=0.25)(_without_requests)
+    entries = ray.get([check.remote(recipe, storage, paths[key]) for key in todo])
+    for entry in filter(None, entries):
+        log.info("shard %s: no document routed to a prompt, finished without the engine", entry["shard"])
+    return [key for key, entry in zip(todo, entries, strict=True) if entry is None]
 
 
 def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list[dict]) -> dict:
@@ -122,7 +158,7 @@ def _run(recipe: SynthRecipe, storage: Storage) -> dict:
         try:
             if recipe.prox:
                 refine_shards(recipe, storage, paths, todo, session)
-            else:
+            elif todo := _engine_shards(recipe, storage, paths, todo):
                 stream(recipe.llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
                        _requests(recipe.model_dump(), recipe.tokenizer or recipe.llm.model),
                        lambda key, results: finish_shard(recipe, storage, paths[key], results), session)
