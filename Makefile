@@ -49,9 +49,12 @@ browser:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; \
 	else echo "browser: no chromium and no apt-get: install Chromium, else tests/test_report.py is skipped"; fi
 
-# sets up what it needs first: the venv (make install) and Chromium (make browser)
+# sets up what it needs first: the venv (make install) and Chromium (make browser). Two pytest workers (a file with
+# its own module fixture stays on one, tests/conftest.py): each test waits much of its time on process, Ray, Spark
+# and engine starts, so two at once finish sooner on 2 cores, and every job runs beside another, as on a busy machine
+TEST_WORKERS ?= 2
 test: install browser
-	$(PY) -m pytest -m "not chaos"
+	$(PY) -m pytest -m "not chaos" -n $(TEST_WORKERS) --dist loadfile
 
 # the fault suite (issue 14): damaged and hostile input, kills and restarts at every stage, S3 faults, locks,
 # secrets; the tests marked chaos (minutes each) run only here

@@ -167,7 +167,8 @@ def test_fineweb_quality():
     assert row["filter_reason"] == "fineweb_quality.short_line_ratio"
 
 
-@pytest.mark.parametrize("op", [GopherQuality(), GopherRepetition(), C4(), FinewebQuality()], ids=str)
+@pytest.mark.parametrize("op", [GopherQuality(), GopherRepetition(), C4(), FinewebQuality()],
+                         ids=lambda op: type(op).__name__)
 def test_earlier_reason_is_kept(op):
     batch = pa.table({"text": ["", "x\n\nx"], "filter_reason": pa.array(["x.y", None], pa.string())})
     out = op(batch)
