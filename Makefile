@@ -49,9 +49,10 @@ browser:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; \
 	else echo "browser: no chromium and no apt-get: install Chromium, else tests/test_report.py is skipped"; fi
 
-# sets up what it needs first: the venv (make install) and Chromium (make browser). Two pytest workers (a file with
-# its own module fixture stays on one, tests/conftest.py): each test waits much of its time on process, Ray, Spark
-# and engine starts, so two at once finish sooner on 2 cores, and every job runs beside another, as on a busy machine
+# sets up what it needs first: the venv (make install) and Chromium (make browser). Two pytest workers, each taking
+# a whole test file at a time (its module fixtures made once): each test waits much of its time on process, Ray,
+# Spark and engine starts, so two at once finish sooner on 2 cores, and every job runs beside another, as on a busy
+# machine
 TEST_WORKERS ?= 2
 test: install browser
 	$(PY) -m pytest -m "not chaos" -n $(TEST_WORKERS) --dist loadfile

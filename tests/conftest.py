@@ -302,14 +302,3 @@ def storage_root(request, tmp_path):
     for obj in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []):
         s3_client.delete_object(Bucket=bucket, Key=obj["Key"])
     s3_client.delete_bucket(Bucket=bucket)
-
-
-def pytest_collection_modifyitems(items):
-    """With ``pytest -n 2 --dist loadgroup`` (make test), the tests of a file that defines a module or session
-    fixture run on one worker, so the fixture (a vLLM server, a Ray head) is made once; the others spread."""
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        shared = defs and any(d[-1].scope in ("module", "session") and d[-1].func.__module__ == item.module.__name__
-                              for d in defs.name2fixturedefs.values())
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
