@@ -60,8 +60,10 @@ def ray_head(s3_server):
 
 
 def _make(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    """``make <args>`` in the repository, never (re)installing the venv: a reinstall while other tests run (a
+    pyproject.toml newer than the venv) takes packages away under them."""
+    return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _etags(s3_client) -> dict[str, str]:
