@@ -149,7 +149,7 @@ bench-llm: install
 	$(PY) -m benchmarks.llm_throughput --model $(MODEL) --gpus $(GPUS)
 
 lint: install
-	$(PY) -m ruff check operators jobs tests benchmarks
+	$(PY) -m ruff check operators jobs clusters tests benchmarks
 
 clean:
 	rm -rf output bench-out .pytest_cache .ruff_cache *.egg-info
