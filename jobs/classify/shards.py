@@ -7,15 +7,11 @@ import logging
 import pyarrow.parquet as pq
 
 from jobs.classify.recipe import QualityRecipe
-from operators.io.layout import shard_of
+from operators.io.layout import shard_key
 from operators.io.ledger import to_do
 from operators.io.storage import Storage, join
 
 log = logging.getLogger("cc_refinery.classify")
-
-
-def shard_key(path: str) -> str:
-    return "/".join(shard_of(path))
 
 
 def check_input(recipe: QualityRecipe, storage: Storage, first: str) -> None:

@@ -26,17 +26,13 @@ from jobs.common.llm_cluster import failure
 from jobs.synthesize.checks import check
 from jobs.synthesize.recipe import SynthRecipe
 from jobs.synthesize.refine import refine_shards
-from operators.io.layout import shard_of
+from operators.io.layout import shard_key
 from operators.io.ledger import commit_entry
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 from operators.llm.engine import engine_errors
 
 log = logging.getLogger("cc_refinery.synthesize")
-
-
-def _shard_key(path: str) -> str:
-    return "/".join(shard_of(path))
 
 
 def _requests(recipe: dict, tokenizer: str):
@@ -107,14 +103,14 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
     """Assemble, validate and write one shard, then its ledger entry; return the entry."""
     from operators.llm.assemble import SYNTH_SCHEMA, assemble_shard
 
-    errors = engine_errors(_shard_key(path), results)
+    errors = engine_errors(shard_key(path), results)
     fs, inner = storage.filesystem(path)
     post = recipe.post_filter
     score = _scorer(post.model, post.label, storage) if post else None
     kept, rejected, counts = assemble_shard(
         pq.read_table(inner, filesystem=fs), results, recipe.task, recipe.llm.model, recipe.mix,
         recipe.validation.model_dump(), recipe.tpt.model_dump(), score, post.top_fraction if post else 1.0)
-    key = _shard_key(path)
+    key = shard_key(path)
     for table, folder in ((kept, recipe.output), (rejected, join(recipe.output, "_rejected"))):
         if folder == recipe.output or table.num_rows:
             storage.write_atomic(join(folder, f"{key}.parquet"),
@@ -146,7 +142,7 @@ def _run(recipe: SynthRecipe, storage: Storage) -> dict:
     """The run, once this process holds the output."""
     started = time.time()
     storage.sweep_staging(recipe.output)
-    paths = {_shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
+    paths = {shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
     if not paths:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
     done = {k for k in paths if storage.exists(join(recipe.output, "_ledger", f"{k}.json"))}

@@ -28,6 +28,11 @@ def shard_of(path: str) -> tuple[str, str]:
     return crawl, name.removesuffix(".parquet")
 
 
+def shard_key(path: str) -> str:
+    """``<crawl>/<shard>`` of a stage output file: how ledgers and later stages name its shard."""
+    return "/".join(shard_of(path))
+
+
 @dataclass(frozen=True)
 class Layout:
     root: str
