@@ -170,15 +170,19 @@ def real_texts(shared_data) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    """A random-weight Llama with a BPE tokenizer trained here on local text; nothing from a hub."""
+def tiny_llama(out: str, answers_end: bool) -> str:
+    """A random-weight Llama with a BPE tokenizer trained here on local text, saved to ``out``; nothing from a hub.
+
+    With ``answers_end`` its answers end as a real model's do: one residual dimension is held constant (every
+    token embedding has 1.0 there) and the end-of-sequence logit reads only that dimension, at a fixed 2.14
+    against the others' near-uniform logits. An answer then ends with p = 5 % per token at temperature 0.6,
+    3 % at 0.7, 1.3 % at 1.0 (tens of tokens, where a random model runs every answer to max_tokens), and at
+    once when greedy. Without it every answer runs to max_tokens (finish reason "length")."""
     need("vllm", "llm-cpu")
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    out = str(tmp_path_factory.mktemp("tiny-llama"))
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -194,18 +198,43 @@ def tiny_model(tmp_path_factory) -> str:
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    LlamaForCausalLM(config).to(torch.float32).save_pretrained(out)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    if answers_end:
+        with torch.no_grad():
+            model.model.embed_tokens.weight[:, 0] = 1.0
+            probe = torch.randint(3, len(tokenizer), (4, 256), generator=torch.Generator().manual_seed(0))
+            held = model.model(probe).last_hidden_state[..., 0].mean()  # the constant dimension after the last norm
+            model.lm_head.weight[tokenizer.eos_token_id] = 0.0
+            model.lm_head.weight[tokenizer.eos_token_id, 0] = 2.14 / held
+    model.save_pretrained(out)
     return out
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """The tiny Llama whose answers end (``tiny_llama``), for the jobs as a user runs them."""
+    return tiny_llama(str(tmp_path_factory.mktemp("tiny-llama")), answers_end=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_endless(tmp_path_factory) -> str:
+    """The tiny Llama with plain random weights: every answer runs to max_tokens (the truncation path)."""
+    return tiny_llama(str(tmp_path_factory.mktemp("tiny-llama-endless")), answers_end=False)
+
+
+@pytest.fixture(scope="session")
 def spark(tmp_path_factory, s3_server):
-    """One local Spark (2 cores) for the session, started after the S3 credentials are in the environment."""
-    from jobs.dedup.job import spark_session
+    """One local Spark (2 cores) for the session, started after the S3 credentials are in the environment.
+
+    Tuned for the small tables of the tests it serves, not as the dedup recipe runs (its own tests run that,
+    as a user does): generated code and the JVM's optimising compiler cost more than they save on a few
+    thousand rows (measured on tests/test_dedup.py: the JVM's CPU 176 s -> 101 s)."""
+    from jobs.dedup.job import SPARK_LOG4J, spark_session
     from jobs.dedup.recipe import SparkConfig
 
-    session = spark_session(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=4,
-                                        conf={"spark.local.dir": str(tmp_path_factory.mktemp("spark"))}))
+    conf = {"spark.local.dir": str(tmp_path_factory.mktemp("spark")), "spark.sql.codegen.wholeStage": "false",
+            "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={SPARK_LOG4J} -XX:TieredStopAtLevel=1"}
+    session = spark_session(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=4, conf=conf))
     yield session
     session.stop()
 

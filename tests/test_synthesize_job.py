@@ -32,8 +32,8 @@ def _input(folder):
 
 
 @pytest.mark.slow
-def test_synthesis_provenance_chunks_validation_and_resume_on_a_vllm_server(tmp_path, tiny_model, vllm_server,
-                                                                          ray_local):
+def test_synthesis_provenance_chunks_validation_and_resume_on_a_vllm_server(tmp_path, tiny_model_endless,
+                                                                          vllm_server, ray_local):
     """Real vLLM generation behind its OpenAI-compatible server (one engine start for both runs; the job's own
     vLLM stage on Ray Data is run by tests/test_synthesize_cli.py and tests/test_pipeline_cli.py)."""
     prompt = tmp_path / "tiny_easy.yaml"
@@ -43,7 +43,7 @@ def test_synthesis_provenance_chunks_validation_and_resume_on_a_vllm_server(tmp_
     src, out = _input(tmp_path / "in"), tmp_path / "out"
     recipe = load_model(SynthRecipe, str(ROOT / "jobs/recipes/rephrase-wrap.yaml"), [
         f"input={src}", f"output={out}", f"prompts=[{prompt}, wrap_qa]", "llm.engine=openai", "llm.model=tiny",
-        f"llm.endpoint.url={vllm_server}", f"tokenizer={tiny_model}", "llm.sampling.max_tokens=16",
+        f"llm.endpoint.url={vllm_server}", f"tokenizer={tiny_model_endless}", "llm.sampling.max_tokens=16",
         "llm.sampling.temperature=0"])
 
     stats = run(recipe)
@@ -61,7 +61,7 @@ def test_synthesis_provenance_chunks_validation_and_resume_on_a_vllm_server(tmp_
         assert row["tokens_in"] > 0 and 0 < row["tokens_out"] <= 16 * row["synth_chunks"]
         assert row["filter_reason"] is None or row["filter_reason"].startswith("synth.")
     chunks = {r["id"]: r["synth_chunks"] for r in synthetic}
-    assert chunks["a:tiny_easy"] == len(chunk_text(LONG, 60, token_counter(tiny_model))) > 1
+    assert chunks["a:tiny_easy"] == len(chunk_text(LONG, 60, token_counter(tiny_model_endless))) > 1
     assert chunks["a:wrap_qa"] == chunks["b:tiny_easy"] == 1
     assert sum(stats["outputs"].values()) == 6 and stats["requests"] == sum(chunks.values())
     assert stats["rows"] == {"data": 3 + 6 - len(rejected), "rejected": len(rejected)}
@@ -77,7 +77,7 @@ def test_synthesis_provenance_chunks_validation_and_resume_on_a_vllm_server(tmp_
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny_model, tmp_path_factory):
+def vllm_server(tiny_model_endless, tmp_path_factory):
     """A real OpenAI-compatible endpoint: ``vllm serve`` (CPU build) with the tiny model, on 127.0.0.1."""
     import socket
     import subprocess
@@ -89,8 +89,9 @@ def vllm_server(tiny_model, tmp_path_factory):
         port = s.getsockname()[1]
     folder = tmp_path_factory.mktemp("vllm-serve")
     log = open(folder / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
-                               "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
+                               tiny_model_endless, "--served-model-name", "tiny", "--host", "127.0.0.1",
+                               "--port", str(port),
                                "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager",
                                # on vLLM's CPU build a server needs its KV cache sized, as llm.cpu_kv_cache_gb does
                                "--kv-cache-memory-bytes", str(1 << 30)],
@@ -114,11 +115,11 @@ def vllm_server(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_synthesis_through_an_openai_compatible_endpoint(tmp_path, tiny_model, vllm_server, ray_local):
+def test_synthesis_through_an_openai_compatible_endpoint(tmp_path, tiny_model_endless, vllm_server, ray_local):
     src, out = _input(tmp_path / "in"), tmp_path / "out"
     recipe = load_model(SynthRecipe, str(ROOT / "jobs/recipes/rephrase-wrap.yaml"), [
         f"input={src}", f"output={out}", "prompts=[wrap_qa]", "llm.engine=openai", "llm.model=tiny",
-        f"llm.endpoint.url={vllm_server}", f"tokenizer={tiny_model}", "llm.sampling.max_tokens=8",
+        f"llm.endpoint.url={vllm_server}", f"tokenizer={tiny_model_endless}", "llm.sampling.max_tokens=8",
         "llm.sampling.temperature=0", "mix=false"])
     stats = run(recipe)
     rows = pads.dataset(str(out / "_rejected"), format="parquet").to_table().to_pylist()

@@ -201,20 +201,18 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
     cluster = F.format_string("%s#%d", "kept_shard", F.col("_kept").bitwiseAND(0xFFFFFFFF)).alias("cluster_id")
     table = dups.orderBy("_row").select("id", "shard", cluster, "kept_id", "kept_shard", "method")
     removed = sd.write_table_parts(table, storage, join(recipe.output, "_duplicates"))
-    by_method = {r["method"]: r["count"] for r in dups.groupBy("method").count().collect()}
-    clusters = {r["method"]: r["n"] for r in
-                dups.groupBy("method").agg(F.countDistinct("_kept").alias("n")).collect()}
+    by_method = sd.method_counts(dups)
     total, blank = meta.agg(F.count("*"), F.count(F.when(F.col("_blank"), 1))).first()
     stats = {
         "input": total,
         "kept": sum(r["rows"] for r in written),
         "removed": removed,
         "empty_text": blank,
-        "url_duplicates": by_method.get("url", 0),
-        "exact_duplicates": by_method.get("exact", 0),
-        "fuzzy_duplicates": by_method.get("fuzzy", 0),
-        "clusters": clusters,
-        "largest_cluster": sd.largest_cluster(dups),
+        "url_duplicates": by_method.get("url", (0,))[0],
+        "exact_duplicates": by_method.get("exact", (0,))[0],
+        "fuzzy_duplicates": by_method.get("fuzzy", (0,))[0],
+        "clusters": {method: counts[1] for method, counts in by_method.items()},
+        "largest_cluster": max((counts[2] for counts in by_method.values()), default=0),
         "shards": len(good),
         "quarantined": quarantined,
         "config": recipe.model_dump(include={"url", "exact", "minhash"}),

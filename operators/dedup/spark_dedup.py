@@ -240,8 +240,9 @@ def write_table_parts(df: DataFrame, storage: Storage, folder: str) -> int:
     return sum(r["rows"] for r in df.mapInArrow(write, "rows long").collect())
 
 
-def largest_cluster(dups: DataFrame) -> int:
-    """Size of the largest duplicate cluster, kept document included (0 when there are none)."""
-    row = dups.groupBy("method", "_kept").count().agg(F.max("count")).first()
-    return int(row[0]) + 1 if row and row[0] is not None else 0
-
+def method_counts(dups: DataFrame) -> dict[str, tuple[int, int, int]]:
+    """Per method: (documents removed, clusters, size of its largest cluster, kept document included), in one
+    Spark job: a few rows reach the driver, never a row per cluster."""
+    clusters = dups.groupBy("method", "_kept").count()
+    rows = clusters.groupBy("method").agg(F.sum("count"), F.count("*"), F.max("count")).collect()
+    return {r[0]: (int(r[1]), int(r[2]), int(r[3]) + 1) for r in rows}
