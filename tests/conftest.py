@@ -228,12 +228,12 @@ def spark(tmp_path_factory, s3_server):
 
     Tuned for the small tables of the tests it serves, not as the dedup recipe runs (its own tests run that,
     as a user does): generated code and the JVM's optimising compiler cost more than they save on a few
-    thousand rows (measured on tests/test_dedup.py: the JVM's CPU 176 s -> 101 s)."""
-    from jobs.dedup.job import SPARK_LOG4J, spark_session
+    thousand rows (measured on tests/test_dedup.py: the JVM's CPU 176 s -> 118 s)."""
+    from jobs.dedup.job import spark_session
     from jobs.dedup.recipe import SparkConfig
 
     conf = {"spark.local.dir": str(tmp_path_factory.mktemp("spark")), "spark.sql.codegen.wholeStage": "false",
-            "spark.driver.extraJavaOptions": f"-Dlog4j.configurationFile={SPARK_LOG4J} -XX:TieredStopAtLevel=1"}
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
     session = spark_session(SparkConfig(master="local[2]", driver_memory="2g", shuffle_partitions=4, conf=conf))
     yield session
     session.stop()

@@ -17,6 +17,7 @@ import pytest
 
 from jobs.common.recipe import load_model
 from jobs.dedup import DedupRecipe, run
+from jobs.dedup.job import SPARK_LOG4J
 from operators.dedup.minhash import jaccard, shingle_sets
 from operators.schema import conform, output_schema
 from tests.conftest import ENGLISH, GERMAN, ROOT
@@ -167,6 +168,13 @@ def test_dedup_reads_and_writes_s3(tmp_path, spark, s3_server, s3_client):
     keys = sorted(o["Key"] for o in s3_client.list_objects_v2(Bucket="dedup", Prefix="run/dedup/")["Contents"])
     assert len(keys) == 3 and keys[0] == "run/dedup/CC-MAIN-2024-22/s0.parquet" and keys[2] == "run/dedup/_stats.json"
     assert keys[1].startswith("run/dedup/_duplicates/part-")
+
+
+def test_driver_java_options_of_a_recipe_come_after_the_jobs_log_configuration(spark):
+    """The session fixture sets -XX:TieredStopAtLevel=1 through its conf; the job's log4j file stays (after
+    the options Spark itself puts first)."""
+    assert spark.sparkContext.getConf().get("spark.driver.extraJavaOptions").endswith(
+        f" -Dlog4j.configurationFile={SPARK_LOG4J} -XX:TieredStopAtLevel=1")
 
 
 def test_cli_names_a_bad_key():

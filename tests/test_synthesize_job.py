@@ -91,8 +91,7 @@ def vllm_server(tiny_model_endless, tmp_path_factory):
     log = open(folder / "serve.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
                                tiny_model_endless, "--served-model-name", "tiny", "--host", "127.0.0.1",
-                               "--port", str(port),
-                               "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager",
+                               "--port", str(port), "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager",
                                # on vLLM's CPU build a server needs its KV cache sized, as llm.cpu_kv_cache_gb does
                                "--kv-cache-memory-bytes", str(1 << 30)],
                               stdout=log, stderr=subprocess.STDOUT)

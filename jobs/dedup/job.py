@@ -38,14 +38,18 @@ SPARK_LOG4J = Path(__file__).with_name("spark-log4j2.properties")
 
 
 def spark_session(cfg: SparkConfig, master: str | None = None, conf: dict[str, str] | None = None):
+    """A Spark session with the job's settings, then ``conf`` and ``cfg.conf`` over them; driver JVM options
+    given there are added after the job's log configuration, not in its place."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # PySpark 4.3 warns on every pandas 3 import although the job uses no pandas API; py4j logs each closed socket
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    extra = {**(conf or {}), **cfg.conf}
+    java_options = f"-Dlog4j.configurationFile={SPARK_LOG4J} {extra.pop('spark.driver.extraJavaOptions', '')}"
     builder = (SparkSession.builder.master(master or cfg.master).appName("cc-refinery-dedup")
-               .config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile={SPARK_LOG4J}")
+               .config("spark.driver.extraJavaOptions", java_options.strip())
                .config("spark.driver.memory", cfg.driver_memory)
                .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
                .config("spark.sql.adaptive.enabled", "true")
@@ -55,7 +59,7 @@ def spark_session(cfg: SparkConfig, master: str | None = None, conf: dict[str, s
                # (bucket members, edges) is exactly what must stay distributed
                .config("spark.sql.autoBroadcastJoinThreshold", "-1")
                .config("spark.sql.adaptive.autoBroadcastJoinThreshold", "-1"))
-    for key, value in {**(conf or {}), **cfg.conf}.items():
+    for key, value in extra.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
