@@ -10,10 +10,17 @@ A :class:`Filter` subclass writes only its measurements and its rules:
 
 The base class owns the rest: signal columns, ``filter_reason`` (the first failing rule, as
 ``<operator>.<rule>``), keeping an earlier reason, and counting.
+
+A language-adapted filter (``adapted``, with ``language_configs`` set) scores each document language's rows
+apart, with that language's word tokenizer (``self.words``) and the parameters FineWeb2's config for it sets
+(``language_overrides``) over the recipe's; a language without a config keeps the recipe's parameters
+(``fallback_overrides`` over them) and is counted under ``fallback_languages``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -21,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
+
+from operators.filters.text import words
 
 
 class Operator:
@@ -43,6 +52,10 @@ class Operator:
 
     def warm_up(self) -> None:
         """Start what the first batch would otherwise wait for (a child process); workers call it at start."""
+
+    def counters(self) -> dict[str, dict]:
+        """Counts gathered since the last call (e.g. ``{"fallback_languages": {"abc_Latn": 3}}``), then reset."""
+        return {}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
@@ -67,6 +80,29 @@ def add_reasons(batch: pa.Table, reasons: np.ndarray) -> pa.Table:
 class Filter(Operator):
     """Scores documents and rejects those failing a rule; see the module docstring."""
 
+    adapted: ClassVar[bool] = False  # follows the document's language when ``language_configs`` is set
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.words = words
+        self._folder = None
+        self._per_language: dict = {}
+        self._fallbacks: Counter = Counter()
+        if self.adapted and self.p.language_configs:
+            from operators.filters.languages import configs_folder
+
+            self._folder = configs_folder(self.p.language_configs)
+
+    @classmethod
+    def language_overrides(cls, config: dict) -> dict:
+        """The parameters FineWeb2's ``config`` for a language sets."""
+        return {}
+
+    @classmethod
+    def fallback_overrides(cls) -> dict:
+        """The parameters changed for a language without a config."""
+        return {}
+
     def signals(self, batch: pa.Table) -> dict[str, Iterable]:
         raise NotImplementedError
 
@@ -79,11 +115,53 @@ class Filter(Operator):
         ``signals`` may carry values beyond the declared columns (C4's cleaned text)."""
         return batch
 
+    def counters(self) -> dict[str, dict]:
+        out = {"fallback_languages": dict(self._fallbacks)} if self._fallbacks else {}
+        self._fallbacks.clear()
+        return out
+
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if self._folder is None:
+            return self._apply(batch)
+        if "language" not in batch.column_names:
+            raise ValueError(f"{self.name}: language_configs needs the language step before it")
+        groups: dict[str | None, list[int]] = {}
+        for i, language in enumerate(batch.column("language").to_pylist()):
+            groups.setdefault(language, []).append(i)
+        parts, order = [], []
+        for language, rows in groups.items():
+            with self._language(language, len(rows)):
+                parts.append(self._apply(batch if len(groups) == 1 else batch.take(rows)))
+            order += rows
+        if len(parts) == 1:
+            return parts[0]
+        return pa.concat_tables(parts).take(pa.array(np.argsort(order)))
+
+    @contextlib.contextmanager
+    def _language(self, language: str | None, rows: int):
+        """Within: ``self.p`` and ``self.words`` are those of ``language``."""
+        if language not in self._per_language:
+            from operators.filters.languages import language_config
+            from operators.filters.word_tokenizers import word_tokenizer
+
+            config = language_config(language, self._folder) if language else None
+            overrides = self.fallback_overrides() if config is None else self.language_overrides(config)
+            params = self.Params(**{**self.p.model_dump(), **overrides})
+            self._per_language[language] = (params, word_tokenizer(language) if language else words, config is None)
+        params, tokenize, fallback = self._per_language[language]
+        if fallback:
+            self._fallbacks[language] += rows
+        recipe, self.p, self.words = self.p, params, tokenize
+        try:
+            yield
+        finally:
+            self.p, self.words = recipe, words
+
+    def _apply(self, batch: pa.Table) -> pa.Table:
         signals = self.signals(batch)
         for name, typ in self.adds.items():
             batch = set_column(batch, name, pa.array(signals[name], type=typ))
-        arrays = {name: np.asarray(signals[name]) for name in self.adds}
+        arrays = {name: np.asarray(signals[name]) for name, typ in self.adds.items() if not pa.types.is_nested(typ)}
         reasons = np.full(batch.num_rows, None, dtype=object)
         with np.errstate(invalid="ignore", divide="ignore"):
             for rule, failed in self.rules(arrays):

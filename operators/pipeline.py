@@ -3,6 +3,7 @@
 ``filter`` mode moves a row to the rejected side as soon as an operator gives it a
 ``filter_reason``. ``annotate`` mode keeps every document and only records the first reason;
 rows with no text (failed extraction) still go to the rejected side, as there is nothing to score.
+Once rows carry a ``language``, documents kept and dropped (by reason) are also counted per language.
 """
 
 from __future__ import annotations
@@ -24,10 +25,23 @@ class OperatorStats:
         self.rows_in = self.rows_out = self.bytes_in = 0
         self.seconds = 0.0
         self.reasons: Counter = Counter()
+        self.counters: dict[str, Counter] = defaultdict(Counter)
 
     def as_dict(self) -> dict:
-        return {"in": self.rows_in, "out": self.rows_out, "dropped": dict(sorted(self.reasons.items())),
-                "bytes_in": self.bytes_in, "seconds": round(self.seconds, 4)}
+        out = {"in": self.rows_in, "out": self.rows_out, "dropped": dict(sorted(self.reasons.items())),
+               "bytes_in": self.bytes_in, "seconds": round(self.seconds, 4)}
+        out.update({name: dict(sorted(counts.items())) for name, counts in sorted(self.counters.items())})
+        return out
+
+
+def _per_language(batch: pa.Table, into: dict[str, Counter], key) -> None:
+    """Add ``batch``'s rows per language to ``into[language][key(row)]``."""
+    if not batch.num_rows or "language" not in batch.column_names:
+        return
+    languages = batch.column("language").to_pylist()
+    reasons = batch.column("filter_reason").to_pylist()
+    for language, reason in zip(languages, reasons, strict=True):
+        into[language or "unknown"][key(reason)] += 1
 
 
 def _bytes(batch: pa.Table) -> int:
@@ -45,6 +59,7 @@ class Chain:
         self.operators = operators
         self.mode = mode
         self.stats: dict[str, OperatorStats] = defaultdict(OperatorStats)
+        self.languages: dict[str, Counter] = defaultdict(Counter)
 
     def __call__(self, batch: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
         """Return (kept batch, rejected batches)."""
@@ -63,6 +78,8 @@ class Chain:
                 before = pc.is_null(batch.column("filter_reason"))
                 batch = op(batch)
                 stats.seconds += time.perf_counter() - start
+                for name, counts in op.counters().items():
+                    stats.counters[name].update(counts)
                 new = pc.and_(before, pc.is_valid(batch.column("filter_reason")))
                 stats.reasons.update(pc.filter(batch.column("filter_reason"), new).to_pylist())
                 if self.mode == "filter":
@@ -73,7 +90,14 @@ class Chain:
                     rejected.append(batch.filter(drop))
                     batch = batch.filter(pc.invert(drop))
             stats.rows_out += batch.num_rows
+        _per_language(batch, self.languages, lambda reason: "kept")
+        for rows in rejected:
+            _per_language(rows, self.languages, lambda reason: reason or "no_text")
         return batch, rejected
 
     def stats_dict(self) -> dict:
         return {op.name: self.stats[op.name].as_dict() for op in self.operators}
+
+    def languages_dict(self) -> dict:
+        """``{language: {"kept": n, <reason>: n}}``."""
+        return {language: dict(sorted(counts.items())) for language, counts in sorted(self.languages.items())}

@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 
 FINEWEB = str(ROOT / "jobs" / "recipes" / "fineweb.yaml")
 DCLM = str(ROOT / "jobs" / "recipes" / "dclm.yaml")
+FINEWEB2 = str(ROOT / "jobs" / "recipes" / "fineweb2.yaml")
 DEDUP = str(ROOT / "jobs" / "recipes" / "dedup.yaml")
 WRAP = str(ROOT / "jobs" / "recipes" / "rephrase-wrap.yaml")
 QUALITY = str(ROOT / "jobs" / "recipes" / "quality.yaml")
@@ -28,10 +29,17 @@ def test_shipped_recipes_validate_and_fineweb_keeps_the_published_order():
     fineweb = load_recipe(FINEWEB)
     assert [name for name, _ in fineweb.steps] == [
         "url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb_quality", "pii"]
-    assert fineweb.operator_params("language") == {"languages": ["en"], "threshold": 0.65, "model": None}
+    assert fineweb.operator_params("language") == {
+        "languages": ["eng_Latn"], "threshold": 0.65, "fallback_threshold": 0.65, "language_configs": "fineweb2",
+        "pairs_threshold": 0.01, "model": None, "filename": "model.bin"}
     assert fineweb.operator_params("c4")["filter_no_terminal_punct"] is False
     check_columns(fineweb)
     check_columns(load_recipe(DCLM))
+    fineweb2 = load_recipe(FINEWEB2)
+    assert [name for name, _ in fineweb2.steps] == [
+        "url", "extract", "language", "gopher_repetition", "fineweb_quality", "gopher_quality", "pii"]
+    assert fineweb2.operator_params("language")["threshold"] is None and fineweb2.output.by_language
+    assert check_columns(fineweb2)["language_pairs"] == pa.map_(pa.string(), pa.float32())
 
 
 @pytest.mark.parametrize("override, named", [
@@ -171,7 +179,7 @@ def test_column_check_names_the_step_that_lacks_its_input(tmp_path):
     (Recipe, FINEWEB, "pipeline.c4.filter_no_terminal_punc=true",
      "pipeline.c4.filter_no_terminal_punc: unknown key; did you mean filter_no_terminal_punct?"),
     (Recipe, FINEWEB, "pipeline.language.zzzz=1", "pipeline.language.zzzz: unknown key; known keys: languages, "
-                                                  "threshold, model"),
+        "threshold, fallback_threshold, language_configs, pairs_threshold, model, filename"),
     (SynthRecipe, WRAP, "llm.sampling.temprature=0.5",
      "llm.sampling.temprature: unknown key; did you mean temperature?"),
     (SynthRecipe, WRAP, "llm.endpoint.ulr=x", "llm.endpoint.ulr: unknown key; did you mean url?"),

@@ -11,7 +11,7 @@ from tests.conftest import ENGLISH, GERMAN
 def test_language_labels_scores_and_reasons():
     texts = [ENGLISH[0], GERMAN[0], "ok ok", ""]
     out = LanguageFilter(languages=["en"], threshold=0.65)(pa.table({"text": texts}))
-    assert out.column("language").to_pylist()[:2] == ["en", "de"]
+    assert out.column("language").to_pylist()[:2] == ["eng_Latn", "deu_Latn"]
     scores = out.column("language_score").to_pylist()
     assert scores[0] > 0.9 and scores[1] > 0.9 and all(0 <= s <= 1 for s in scores)
     assert out.column("filter_reason").to_pylist()[:2] == [None, "language.not_allowed"]

@@ -29,19 +29,21 @@ def check(recipe: Recipe) -> dict[str, str]:
 
 
 def _languages(storage: Storage, params: dict) -> None:
-    """Load the language model (cached for the process) and check ``languages`` against its labels."""
+    """Load the language model (cached for the process), check ``languages`` against its labels (as FineWeb2
+    codes, in any script the language is written in) and that ``language_configs`` is a folder."""
     from operators.filters.language import load_model
+    from operators.filters.languages import code, configs_folder
 
-    if params["model"]:
+    if params["model"] and is_s3(params["model"]):
         exists(storage, params["model"], "pipeline.language.model")
-    try:
-        labels = [label.removeprefix("__label__") for label in load_model(params["model"], storage).get_labels()]
-    except ValueError:
-        raise ValueError(f"pipeline.language.model: {params['model']} is not a fastText model") from None
-    unknown = [code for code in params["languages"] if code not in labels]
+    labels = [code(label) for label in load_model(params["model"], storage, params["filename"]).get_labels()]
+    if params["threshold"] is None:
+        configs_folder(params["language_configs"])
+    known = {label.split("_")[0] for label in labels}
+    unknown = [c for c in params["languages"] if c not in labels and c.split("_")[0] not in known]
     if unknown:
         raise ValueError(f"pipeline.language.languages: {', '.join(map(repr, unknown))} not among the model's "
-                         f"{len(labels)} language codes, which are like {', '.join(labels[:5])}")
+                         f"{len(labels)} languages, which are like {', '.join(labels[:5])}")
 
 
 def _quality_classifier(storage: Storage, params: dict) -> None:

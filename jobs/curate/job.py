@@ -60,17 +60,24 @@ def aggregate(entries: list[dict]) -> dict:
     """Sum ledger entries into the stage's ``_stats.json``."""
     operators: dict[str, dict] = {}
     read, rows = Counter(), Counter()
+    languages: dict[str, Counter] = {}
     for entry in entries:
         read.update(entry["read"])
         rows.update(entry["rows"])
         for name, s in entry["operators"].items():
             total = operators.setdefault(name, {"in": 0, "out": 0, "dropped": Counter(),
                                                 "bytes_in": 0, "seconds": 0.0})
-            for key in ("in", "out", "bytes_in", "seconds"):
-                total[key] += s[key]
-            total["dropped"].update(s["dropped"])
+            for key, value in s.items():
+                if isinstance(value, dict):
+                    total.setdefault(key, Counter()).update(value)
+                else:
+                    total[key] += value
+        for language, counts in entry.get("languages", {}).items():
+            languages.setdefault(language, Counter()).update(counts)
     for total in operators.values():
-        total["dropped"] = dict(sorted(total["dropped"].items()))
+        for key, value in total.items():
+            if isinstance(value, Counter):
+                total[key] = dict(sorted(value.items()))
         total["seconds"] = round(total["seconds"], 3)
         total["docs_per_s"] = round(total["in"] / total["seconds"], 1) if total["seconds"] else None
     return {
@@ -81,6 +88,7 @@ def aggregate(entries: list[dict]) -> dict:
         "bytes_read": sum(e["bytes_read"] for e in entries),
         "seconds": round(sum(e["seconds"] for e in entries), 3),
         "operators": operators,
+        "languages": {language: dict(sorted(c.items())) for language, c in sorted(languages.items())},
     }
 
 

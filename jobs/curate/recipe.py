@@ -34,6 +34,8 @@ class OutputConfig(Strict):
     run: str | None = Field(None, description="default: the recipe name")
     rejected: bool = True
     compression: Compression = "zstd"
+    by_language: bool = Field(False, description="kept documents in one folder per language: "
+                              "<run>/filter/<language>/<crawl>/<shard>.parquet (needs the language step)")
 
 
 class RayConfig(RayCluster):
@@ -70,7 +72,15 @@ class Recipe(Strict):
             checked.append({name: params})
         if "extract" not in [next(iter(s)) for s in checked]:
             raise ValueError("pipeline: an 'extract' step is required (it also passes WET text through)")
+        names = [next(iter(s)) for s in checked]
+        for i, (name, params) in enumerate(next(iter(s.items())) for s in checked):
+            if params.get("language_configs") and operator_class(name).adapted and "language" not in names[:i]:
+                raise ValueError(f"pipeline.{name}.language_configs: needs a 'language' step before {name}")
         return checked
+
+    def model_post_init(self, _):
+        if self.output.by_language and "language" not in dict(self.steps):
+            raise ValueError("output.by_language: needs a 'language' step in the pipeline")
 
     @property
     def steps(self) -> list[tuple[str, dict]]:

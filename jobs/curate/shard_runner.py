@@ -39,7 +39,8 @@ class ShardRunner:
                 uri, shard, Chain(self.operators, self.recipe.mode), self.schema, self.storage,
                 layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
                 max_bytes=self.recipe.operator_params("extract")["max_bytes"],
-                keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression, part=part)
+                keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression, part=part,
+                by_language=self.recipe.output.by_language)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)

@@ -49,41 +49,41 @@ def prepare(text: str | None) -> str:
     return " ".join((text or "").strip().splitlines())
 
 
-def _hub_file(repo: str, filename: str) -> str:
+def _hub_file(repo: str, filename: str, key: str) -> str:
     from huggingface_hub import hf_hub_download
 
     try:
         return hf_hub_download(repo, filename)
     except Exception as err:  # any hub failure (network, missing repo or file, auth) is one line
-        raise FileNotFoundError(f"{KEY}.model: {repo} is not a local file and {filename} could not be fetched "
+        raise FileNotFoundError(f"{key}.model: {repo} is not a local file and {filename} could not be fetched "
                                 f"from that Hugging Face hub repo ({type(err).__name__}); download it and set "
                                 f"the model to its path or s3:// URI") from None
 
 
-def _load(path: str, model: str):
+def _load(path: str, model: str, key: str):
     import fasttext
 
     fasttext.FastText.eprint = lambda *args, **kwargs: None  # silence the load-time warning
     try:
         return fasttext.load_model(path)
     except ValueError:
-        raise ValueError(f"{KEY}.model: {model} is not a fastText model") from None
+        raise ValueError(f"{key}.model: {model} is not a fastText model") from None
 
 
 @lru_cache(maxsize=4)
-def load_classifier(model: str, filename: str = DCLM_FILE, storage: Storage | None = None):
+def load_classifier(model: str, filename: str = DCLM_FILE, storage: Storage | None = None, key: str = KEY):
     """Load (once per process) a fastText model from a path, an s3:// URI (streamed to a temporary
-    file) or a hub repo id (``filename`` in it, through the Hugging Face cache)."""
+    file) or a hub repo id (``filename`` in it, through the Hugging Face cache); errors name ``key``."""
     if is_s3(model):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, os.path.basename(model))
             with (storage or Storage()).open_read(model) as src, open(path, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 24)
-            return _load(path, model)
-    path = model if os.path.exists(model) or not HUB_ID.fullmatch(model) else _hub_file(model, filename)
+            return _load(path, model, key)
+    path = model if os.path.exists(model) or not HUB_ID.fullmatch(model) else _hub_file(model, filename, key)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{KEY}.model: {model} does not exist")
-    return _load(path, model)
+        raise FileNotFoundError(f"{key}.model: {model} does not exist")
+    return _load(path, model, key)
 
 
 class FastTextQualityFilter(Filter):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from operators.base import Filter
 from operators.filters.gopher_repetition import duplicates
-from operators.filters.text import TERMINAL_PUNCTUATION, words
+from operators.filters.text import TERMINAL_PUNCTUATION
 
 
 class Params(BaseModel):
@@ -25,6 +25,7 @@ class Params(BaseModel):
     short_line_length: int = 30
     char_duplicates_ratio: float = 0.01
     new_line_ratio: float = 0.3
+    language_configs: str | None = None
 
 
 class FinewebQuality(Filter):
@@ -32,6 +33,7 @@ class FinewebQuality(Filter):
 
     name = "fineweb_quality"
     Params = Params
+    adapted = True
     adds = {
         "fineweb_lines": pa.int64(),
         "fineweb_line_punct_ratio": pa.float64(),
@@ -41,8 +43,14 @@ class FinewebQuality(Filter):
     }
 
 
+    @classmethod
+    def language_overrides(cls, config: dict) -> dict:
+        """FineWeb2: ``line_punct_thr`` (-1: never fires) and ``new_line_ratio``."""
+        return {"line_punct_thr": config["line_punct_thr"], "new_line_ratio": config["new_line_ratio"]}
+
     def signals(self, batch: pa.Table) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in self.adds}
+        words = self.words
         stop = tuple(TERMINAL_PUNCTUATION if self.p.stop_chars is None else self.p.stop_chars)
         short, nan = self.p.short_line_length, float("nan")
         for text in batch.column("text").to_pylist():

@@ -12,7 +12,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from operators.base import Filter
-from operators.filters.text import PUNCTUATION, words
+from operators.filters.text import PUNCTUATION
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
@@ -29,6 +29,7 @@ class Params(BaseModel):
     min_alpha_words_ratio: float | None = 0.8
     min_stop_words: int | None = 2
     stop_words: tuple[str, ...] = STOP_WORDS
+    language_configs: str | None = None
 
 
 class GopherQuality(Filter):
@@ -36,6 +37,7 @@ class GopherQuality(Filter):
 
     name = "gopher_quality"
     Params = Params
+    adapted = True
     adds = {
         "gopher_word_count": pa.int64(),
         "gopher_mean_word_length": pa.float64(),
@@ -48,8 +50,23 @@ class GopherQuality(Filter):
     }
 
 
+    @classmethod
+    def language_overrides(cls, config: dict) -> dict:
+        """FineWeb2: word-length bounds, the alphabetic-word share (its ``max_non_alpha_words_ratio`` is a
+        minimum share of words with a letter), and the language's stop words."""
+        return {"min_avg_word_length": config["min_avg_word_length"],
+                "max_avg_word_length": config["max_avg_word_length"],
+                "min_alpha_words_ratio": config["max_non_alpha_words_ratio"],
+                "stop_words": tuple(config["stopwords"])}
+
+    @classmethod
+    def fallback_overrides(cls) -> dict:
+        """No stop-word rule: the recipe's list is of another language."""
+        return {"min_stop_words": None}
+
     def signals(self, batch: pa.Table) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in self.adds}
+        words = self.words
         stop = frozenset(self.p.stop_words)
         nan = float("nan")
         for text in batch.column("text").to_pylist():

@@ -15,7 +15,6 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from operators.base import Filter
-from operators.filters.text import words
 
 TOP_NS = (2, 3, 4)
 DUP_NS = (5, 6, 7, 8, 9, 10)
@@ -38,6 +37,7 @@ class Params(BaseModel):
     dup_8_gram_char_frac: float | None = 0.12
     dup_9_gram_char_frac: float | None = 0.11
     dup_10_gram_char_frac: float | None = 0.10
+    language_configs: str | None = None
 
 
 def duplicates(items: list[str]) -> tuple[int, int]:
@@ -171,6 +171,7 @@ class GopherRepetition(Filter):
 
     name = "gopher_repetition"
     Params = Params
+    adapted = True
     adds = {
         "gopher_dup_para_frac": pa.float64(),
         "gopher_dup_para_char_frac": pa.float64(),
@@ -181,9 +182,18 @@ class GopherRepetition(Filter):
     }
 
 
+    @classmethod
+    def language_overrides(cls, config: dict) -> dict:
+        """FineWeb2: ``dup_line_frac``, ``top_n_grams`` and ``dup_n_grams`` (lists of ``[n, fraction]``)."""
+        out = {"dup_line_frac": config["dup_line_frac"]}
+        for kind, pairs in (("top", config["top_n_grams"]), ("dup", config["dup_n_grams"])):
+            out.update({f"{kind}_{n}_gram_char_frac": frac for n, frac in pairs})
+        return out
+
     def signals(self, batch: pa.Table) -> dict[str, list]:
         out: dict[str, list] = {name: [] for name in self.adds}
         nan = float("nan")
+        words = self.words
         for text in batch.column("text").to_pylist():
             size = len(text or "")
             if not size:  # every fraction is undefined; the ``empty`` rule rejects the document

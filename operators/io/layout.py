@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from operators.io.storage import join
 
 SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# a language folder of a stage written per language: a FineWeb2 code (``deu_Latn``), or ``und`` (no language)
+LANGUAGE_FOLDER = re.compile(r"[a-z]{2,3}_[A-Z][a-z]{3}|und")
 
 
 def safe_segment(name: str | None) -> bool:
@@ -23,8 +25,13 @@ def _checked(*names: str) -> None:
 
 
 def shard_of(path: str) -> tuple[str, str]:
-    """(crawl, shard) of a stage output file ``.../<crawl>/<shard>.parquet``."""
-    crawl, name = path.rstrip("/").split("/")[-2:]
+    """(crawl, shard) of a stage output file ``.../<crawl>/<shard>.parquet``; in a stage written per language
+    (``.../<language>/<crawl>/<shard>.parquet``) the crawl is ``<language>/<crawl>``, so that the languages'
+    files of one shard stay apart in every later stage."""
+    parts = path.rstrip("/").split("/")
+    crawl, name = parts[-2:]
+    if len(parts) > 2 and LANGUAGE_FOLDER.fullmatch(parts[-3]):
+        crawl = f"{parts[-3]}/{crawl}"
     return crawl, name.removesuffix(".parquet")
 
 
@@ -43,9 +50,13 @@ class Layout:
     def stage_dir(self) -> str:
         return join(self.root, self.run, self.stage)
 
-    def data(self, crawl: str, shard: str) -> str:
+    def data(self, crawl: str, shard: str, language: str | None = None) -> str:
+        """The shard's output file; ``language``: in that language's folder (``und`` when it has none)."""
         _checked(crawl, shard)
-        return join(self.stage_dir, crawl, f"{shard}.parquet")
+        if language is None:
+            return join(self.stage_dir, crawl, f"{shard}.parquet")
+        return join(self.stage_dir, language if LANGUAGE_FOLDER.fullmatch(language) else "und", crawl,
+                    f"{shard}.parquet")
 
     def rejected(self, crawl: str, shard: str) -> str:
         _checked(crawl, shard)

@@ -19,6 +19,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from operators.io.layout import Layout
@@ -75,14 +76,26 @@ def part_range(size: int, part: tuple[int, int]) -> tuple[int, int | None]:
     return size * k // n, (size * (k + 1) // n if k + 1 < n else None)
 
 
+def _languages(batch: pa.Table) -> list[tuple[str, pa.Table]]:
+    """``batch``'s rows per language (``und``: none)."""
+    if not batch.num_rows:
+        return []
+    languages = pc.fill_null(batch.column("language"), "und")
+    return [(language, batch.filter(pc.equal(languages, language))) for language in pc.unique(languages).to_pylist()]
+
+
 def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage: Storage,
                   layout: Layout, *, batch_size: int, max_bytes: int, keep_rejected: bool,
-                  compression: str = "zstd", part: tuple[int, int] = (0, 1)) -> dict:
-    """Run ``chain`` over shard ``uri`` (or one part of it); return the ledger entry that was written."""
+                  compression: str = "zstd", part: tuple[int, int] = (0, 1), by_language: bool = False) -> dict:
+    """Run ``chain`` over shard ``uri`` (or one part of it); return the ledger entry that was written.
+
+    ``by_language``: kept documents go to one file per language, ``<stage>/<language>/<crawl>/<shard>.parquet``
+    (a shard with none kept leaves an empty ``und`` file)."""
     started = time.time()
     counts: Counter = Counter()
     problems: list[dict] = []
     kept = _StagedParquet(storage, schema, compression)
+    per_language: dict[str, _StagedParquet] = {}
     rejected = _StagedParquet(storage, schema, compression)
     identity = storage.stat(uri)
     start, end = part_range(identity["size"], part)
@@ -100,16 +113,25 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
         for batch in read_warc(reader, uri, shard, crawl, max_bytes, batch_size, counts, problems, start, end):
             folder = folder or batch.column("crawl")[0].as_py()
             good, bad = chain(batch)
-            kept.write(good, layout.data(folder, unit))
+            if by_language:
+                for language, rows in _languages(good):
+                    writer = per_language.setdefault(language, _StagedParquet(storage, schema, compression))
+                    writer.write(rows, layout.data(folder, unit, language))
+            else:
+                kept.write(good, layout.data(folder, unit))
             if keep_rejected:
                 for rows in bad:
                     rejected.write(rows, layout.rejected(folder, unit))
         folder = folder or crawl
-        kept.write(pa.table({}), layout.data(folder, unit))
-        outputs = {"data": kept.publish(), "rejected": rejected.publish()}
+        if not by_language or not per_language:
+            kept.write(pa.table({}), layout.data(folder, unit, "und" if by_language else None))
+        writers = [kept] if kept.writer is not None else []
+        writers += [per_language[language] for language in sorted(per_language)]
+        published = [w.publish() for w in writers]
+        outputs = {"data": published if by_language else published[0], "rejected": rejected.publish()}
     except BaseException:
-        kept.abandon()
-        rejected.abandon()
+        for writer in (kept, rejected, *per_language.values()):
+            writer.abandon()
         raise
     finally:
         reader.close()
@@ -121,12 +143,13 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
         "source": uri,
         "crawl": folder,
         "outputs": outputs,
-        "rows": {"data": kept.rows, "rejected": rejected.rows},
+        "rows": {"data": kept.rows + sum(w.rows for w in per_language.values()), "rejected": rejected.rows},
         "input": identity,
         "read": dict(sorted(counts.items())),
         "problems": problems,
         "bytes_read": reader.offset - start,
         "operators": chain.stats_dict(),
+        "languages": chain.languages_dict(),
         "seconds": round(time.time() - started, 3),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

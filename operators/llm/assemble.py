@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pyarrow as pa
 
-from operators.filters.language import load_model
+from operators.filters.language import identify, load_model
 from operators.llm.faithfulness import faithfulness
 from operators.llm.outputs import assemble, strip_preamble, validate
 from operators.llm.prompts import load_prompt
@@ -34,11 +34,8 @@ ANY_LENGTH = (0.0, float("inf"))
 
 
 def _languages(texts: list[str]) -> tuple[list[str | None], list[float]]:
-    if not texts:
-        return [], []
-    labels, scores = load_model(None).predict([t.replace("\n", " ") for t in texts], k=1)
-    return ([lab[0].removeprefix("__label__") if len(lab) else None for lab in labels],
-            [float(min(s[0], 1.0)) if len(s) else 0.0 for s in scores])
+    codes, scores, _ = identify(load_model(None), texts)
+    return codes, scores
 
 
 def family_output(family: str, rows: list[dict], document: str, tpt: dict) -> tuple[str, str, str | None]:

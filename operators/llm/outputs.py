@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from operators.dedup.minhash import jaccard, shingle_sets
+from operators.filters.languages import normalise
 
 _PREAMBLE = re.compile(
     r"^\s*(?:(?:sure|certainly|of course|okay|ok)\b[^\n]*?[.!:]\s*)?"
@@ -35,7 +36,8 @@ def validate(outputs: list[str], inputs: list[str], truncated: list[bool], ratio
              copy_jaccard: float, languages: list[str | None] | None = None,
              expected: list[str | None] | None = None) -> list[str | None]:
     """The first failing rule per output (``None`` = valid), in order:
-    ``empty``, ``truncated`` (stopped at max_tokens), ``refusal``, ``wrong_language``,
+    ``empty``, ``truncated`` (stopped at max_tokens), ``refusal``, ``wrong_language`` (codes compared as
+    FineWeb2 writes them, so ``en`` and ``eng_Latn`` agree),
     ``length_ratio`` (characters out / in outside ``ratio``), ``copy`` (word 5-gram Jaccard with
     the input at least ``copy_jaccard``).
     """
@@ -48,7 +50,7 @@ def validate(outputs: list[str], inputs: list[str], truncated: list[bool], ratio
         ("empty", lengths_out == 0),
         ("truncated", np.array(truncated, dtype=bool)),
         ("refusal", np.array([bool(_REFUSAL.match(o)) for o in outputs], dtype=bool)),
-        ("wrong_language", np.array([bool(e and got and got != e) for got, e in
+        ("wrong_language", np.array([bool(e and got and normalise(got) != normalise(e)) for got, e in
                                      zip(languages or [None] * n, expected or [None] * n, strict=True)])),
         ("length_ratio", (ratios < ratio[0]) | (ratios > ratio[1])),
         ("copy", np.array([jaccard(a, b) >= copy_jaccard if len(a) else False
