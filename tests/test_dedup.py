@@ -25,6 +25,7 @@ from tests.waiting import GENEROUS_S
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "dedup.yaml")
 SCHEMA = output_schema({"gopher_word_count": pa.int64()})
+DEDUPED = SCHEMA.append(pa.field("minhash_cluster_size", pa.int64()))
 CRAWL = "CC-MAIN-2024-22"
 
 
@@ -81,7 +82,10 @@ def test_exact_and_fuzzy_on_a_small_set(tmp_path, spark):
     assert kept_ids(out) == ["b", "d", "e"]
     assert sorted(p.name for p in (out / CRAWL).iterdir()) == ["s0.parquet", "s1.parquet", "s2.parquet"]
     assert pq.read_table(out / CRAWL / "s2.parquet").num_rows == 0
-    assert pq.read_table(out / CRAWL / "s0.parquet").schema.equals(SCHEMA, check_metadata=False)
+    assert pq.read_table(out / CRAWL / "s0.parquet").schema.equals(DEDUPED, check_metadata=False)
+    sizes = {r["id"]: r["minhash_cluster_size"] for f in ("s0", "s1")
+             for r in pq.read_table(out / CRAWL / f"{f}.parquet").to_pylist()}
+    assert sizes == {"b": 4, "d": 1, "e": 1}  # b stands for a and f (exact) and c (fuzzy)
     assert stats | {"seconds": 0, "config": 0} == {
         "input": 6, "kept": 3, "removed": 3, "empty_text": 0, "url_duplicates": 0, "exact_duplicates": 2,
         "fuzzy_duplicates": 1, "clusters": {"exact": 1, "fuzzy": 1}, "largest_cluster": 3, "shards": 3,
@@ -251,7 +255,7 @@ def test_unreadable_files_are_quarantined_by_name(tmp_path, spark):
     assert (stats["input"], stats["kept"], stats["removed"], stats["shards"]) == (3, 2, 1, 2)
     assert kept_ids(out) == ["b", "c"]
     assert sorted(p.name for p in (out / CRAWL).iterdir()) == ["s0.parquet", "s1.parquet"]
-    assert pq.read_table(out / CRAWL / "s0.parquet").schema.equals(SCHEMA, check_metadata=False)
+    assert pq.read_table(out / CRAWL / "s0.parquet").schema.equals(DEDUPED, check_metadata=False)
 
     for name in bad:
         (folder / f"{name}.parquet").unlink()

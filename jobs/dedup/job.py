@@ -2,7 +2,8 @@
 
     python -m jobs.dedup --config jobs/recipes/dedup.yaml --set input=<run>/filter --set output=<run>/dedup
 
-Writes ``<output>/<crawl>/<shard>.parquet`` (kept documents, one file per input shard; shard
+Writes ``<output>/<crawl>/<shard>.parquet`` (kept documents with ``minhash_cluster_size``, the documents each
+stands for, itself included; one file per input shard, in its language folder when the input has one; shard
 files of an earlier run whose shard is gone are deleted), ``<output>/_duplicates/``
 (``id, shard, cluster_id, kept_id, kept_shard, method``: every removal, to audit or undo) and
 ``<output>/_stats.json`` last. Re-running with the same input and config rewrites the same files
@@ -20,6 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ray import is_initialized as ray_initialized
@@ -27,6 +29,7 @@ from ray import is_initialized as ray_initialized
 from jobs.common.checks import check_parquet_input, writable
 from jobs.common.cli import job_main, start_ray
 from jobs.dedup.recipe import DedupRecipe, SparkConfig
+from jobs.dedup.rehydrate import COLUMN, rehydrate
 from jobs.dedup.spark_on_ray import ray_nodes, spark_on_ray
 from operators.io.layout import shard_of
 from operators.io.run_lock import RunLock
@@ -161,7 +164,8 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
 
     from operators.dedup import spark_dedup as sd
 
-    problems = sd.check_files(spark, storage, files)
+    per_language = recipe.minhash.enabled and recipe.minhash.per_language
+    problems = sd.check_files(spark, storage, files, sd.NEEDED_COLUMNS + (("language",) if per_language else ()))
     quarantined = [{"file": f, "reason": problems[f]} for f in files if f in problems]
     good = [(i, f) for i, f in enumerate(files) if f not in problems]
     if not good:
@@ -172,6 +176,7 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
     meta = (sd.read_shards(spark, storage, good, schema, add, fields)
             .select("_row", "id", "url", "date", F.concat_ws("/", "_crawl", "_shard").alias("shard"),
                     "_blank", "_exact", "_bands").persist())
+    texts = ["_row", "text"] + (["language"] if per_language else [])
     docs = sd.read_shards(spark, storage, good, schema)
     pool = meta.where(~F.col("_blank"))  # null or whitespace-only texts are passed through, never deduped
 
@@ -186,8 +191,8 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
     def fuzzy_edges(rows):
         edges = sd.candidate_edges(rows, recipe.minhash.max_pairs_bucket)
         if recipe.minhash.verify:
-            edges = sd.verified_edges(edges, docs.select("_row", "text"), recipe.minhash.ngram,
-                                      recipe.minhash.threshold)
+            edges = sd.verified_edges(edges, docs.select(*texts), recipe.minhash.ngram, recipe.minhash.threshold,
+                                      per_language)
         return edges.persist()
 
     dups = spark.createDataFrame([], sd.DUPLICATES_SCHEMA)
@@ -195,7 +200,14 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
         dups = dups.union(method(pool.join(dups.select("_row"), "_row", "left_anti")).localCheckpoint())
     dups = dups.persist()
 
-    kept = docs.join(dups.select("_row"), "_row", "left_anti")
+    kept = (docs.drop(*[c for c in docs.columns if c == "minhash_cluster_size"])
+            .join(dups.select("_row"), "_row", "left_anti")
+            .join(sd.cluster_sizes(dups), "_row", "left").fillna(1, ["minhash_cluster_size"]))
+    added = ["minhash_cluster_size"] + ([COLUMN] if recipe.rehydration.enabled else [])
+    if recipe.rehydration.enabled:
+        kept, rehydrated = rehydrate(spark, kept.drop(*[c for c in kept.columns if c == COLUMN]),
+                                     recipe.rehydration.rule, recipe.rehydration.max_reps)
+    schema = pa.schema([f for f in schema if f.name not in added] + [pa.field(c, pa.int64()) for c in added])
     written = sd.write_shards(kept, storage, recipe.output, schema, recipe.compression)
     shards = {shard_of(path) for _, path in good}
     for crawl, shard in shards - {(r["crawl"], r["shard"]) for r in written}:  # all duplicates: an empty file
@@ -219,7 +231,8 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
         "largest_cluster": max((counts[2] for counts in by_method.values()), default=0),
         "shards": len(good),
         "quarantined": quarantined,
-        "config": recipe.model_dump(include={"url", "exact", "minhash"}),
+        "config": recipe.model_dump(include={"url", "exact", "minhash", "rehydration"}),
+        **({"rehydration": rehydrated} if recipe.rehydration.enabled else {}),
         "seconds": round(time.time() - started, 2),
     }
     meta.unpersist()

@@ -37,6 +37,18 @@ class MinHashConfig(Strict):
     verify: bool = True
     threshold: float = Field(0.8, ge=0, le=1, description="true-Jaccard bar when verify is on")
     max_pairs_bucket: int = Field(32, ge=2, description="larger buckets give star edges, not all pairs")
+    per_language: bool = Field(False, description="FineWeb2: shingles of the document language's words "
+                               "(its word tokenizer), candidates only within one language (needs `language`)")
+
+
+class RehydrationConfig(Strict):
+    """FineWeb2's upsampling: ``rehydration_repeats`` per kept document from its cluster size and language."""
+
+    enabled: bool = False
+    rule: Literal["fineweb2", "simple"] = Field("fineweb2", description="fineweb2: per-language weights (FineWeb2's "
+                                                "shipped ones, else this run's removal rates); simple: "
+                                                "{1:1, 2:2, 3:3, 5:5, 100:8, 1000:1}")
+    max_reps: int = Field(5, ge=3, le=10, description="the most repetitions (fineweb2 rule; shipped for 3..10)")
 
 
 class SparkConfig(Strict):
@@ -58,6 +70,7 @@ class DedupRecipe(Strict):
     url: UrlConfig = Field(default_factory=UrlConfig)
     exact: ExactConfig = Field(default_factory=ExactConfig)
     minhash: MinHashConfig = Field(default_factory=MinHashConfig)
+    rehydration: RehydrationConfig = Field(default_factory=RehydrationConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
     ray: RayCluster = Field(default_factory=RayCluster)
     compression: Compression = "zstd"

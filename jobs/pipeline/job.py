@@ -7,7 +7,8 @@ reading the previous stage's output under ``<root>/<name>/`` and resuming on its
 synthesis stages run without ``mix`` so every document is counted once. Dedup is global, so it is
 re-run only when the curated shards changed. ``mixture.json`` (written last) counts documents and
 tokens (whitespace words) per kind (real, rephrased, rewritten, refined, thought), per prompt and
-per crawl, from the stage outputs, counted on Ray workers. The ``storage`` and ``ray`` keys set here
+per crawl and per language (with tokens after rehydration where the dedup job gave ``rehydration_repeats``),
+from the stage outputs, counted on Ray workers. The ``storage`` and ``ray`` keys set here
 apply to every stage too. One run at a time holds ``<root>/<name>/``; a run started under a lease (the
 sentinel's) checks before each stage and before ``mixture.json`` that no newer attempt took it over.
 """
@@ -81,7 +82,8 @@ def stage_recipes(recipe: MixtureRecipe) -> list[StageRecipe]:
 
 
 def _count(raw: dict):
-    """A ``map`` function: one output file -> its documents and tokens by (kind, prompt, crawl), as JSON."""
+    """A ``map`` function: one output file -> its documents, tokens and rehydrated tokens (tokens times
+    ``rehydration_repeats`` where the dedup job gave them) by (kind, prompt, crawl, language), as JSON."""
 
     def run(row: dict) -> dict:
         import pyarrow.parquet as pq
@@ -91,24 +93,30 @@ def _count(raw: dict):
         storage = Storage(**raw)
         fs, inner = storage.filesystem(row["path"])
         names = pq.read_schema(inner, filesystem=fs).names
-        table = pq.read_table(inner, filesystem=fs, columns=[c for c in ("text", "crawl", "synth_task",
-                                                                         "synth_prompt") if c in names])
+        wanted = ("text", "crawl", "synth_task", "synth_prompt", "language", "rehydration_repeats")
+        table = pq.read_table(inner, filesystem=fs, columns=[c for c in wanted if c in names])
+
+        def column(name: str) -> list:
+            return table.column(name).to_pylist() if name in names else [None] * table.num_rows
+
         tokens = token_counts(table.column("text").combine_chunks())
-        tasks = table.column("synth_task").to_pylist() if "synth_task" in names else [None] * table.num_rows
-        prompts = table.column("synth_prompt").to_pylist() if "synth_prompt" in names else [None] * table.num_rows
-        crawls = table.column("crawl").to_pylist() if "crawl" in names else [None] * table.num_rows
-        docs, words = Counter(), Counter()
-        for task, prompt, crawl, n in zip(tasks, prompts, crawls, tokens.tolist(), strict=True):
-            key = json.dumps([KINDS.get(task, "real") if row["synthetic"] else "real", prompt, crawl])
-            docs[key] += 1
-            words[key] += n
-        return {"counts": json.dumps({k: [docs[k], words[k]] for k in docs})}
+        counts: dict[str, list[int]] = {}
+        for task, prompt, crawl, language, reps, n in zip(
+                column("synth_task"), column("synth_prompt"), column("crawl"), column("language"),
+                column("rehydration_repeats"), tokens.tolist(), strict=True):
+            key = json.dumps([KINDS.get(task, "real") if row["synthetic"] else "real", prompt, crawl, language])
+            total = counts.setdefault(key, [0, 0, 0])
+            total[0] += 1
+            total[1] += n
+            total[2] += n * (reps or 1)
+        return {"counts": json.dumps(counts)}
 
     return run
 
 
 def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: list[str]) -> dict:
-    """``mixture.json``: documents and tokens per kind, per prompt and per crawl, of the final corpus."""
+    """``mixture.json``: documents and tokens per kind, per prompt, per crawl and per language of the final
+    corpus, and tokens after rehydration (each document times its ``rehydration_repeats``)."""
     import ray
 
     sources = [(join(base, "quality"), False)] + [(out, True) for out in synth_outputs]
@@ -119,21 +127,23 @@ def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: 
         counted = ray.data.from_items(rows, override_num_blocks=len(rows)).map(_count(recipe.storage.model_dump()),
                                                                                num_cpus=0.25)
         for row in counted.iter_rows():
-            for key, (docs, words) in json.loads(row["counts"]).items():
-                total = totals.setdefault(key, [0, 0])
-                total[0] += docs
-                total[1] += words
+            for key, values in json.loads(row["counts"]).items():
+                total = totals.setdefault(key, [0, 0, 0])
+                for i, value in enumerate(values):
+                    total[i] += value
     out: dict = {"sources": [folder for folder, _ in sources]}
-    for level, index in (("kinds", 0), ("prompts", 1), ("crawls", 2)):
+    for level, index in (("kinds", 0), ("prompts", 1), ("crawls", 2), ("languages", 3)):
         grouped: dict = {}
-        for key, (docs, words) in totals.items():
+        for key, (docs, words, rehydrated) in totals.items():
             name = json.loads(key)[index] or "none"
-            entry = grouped.setdefault(name, {"documents": 0, "tokens": 0})
+            entry = grouped.setdefault(name, {"documents": 0, "tokens": 0, "tokens_rehydrated": 0})
             entry["documents"] += docs
             entry["tokens"] += words
+            entry["tokens_rehydrated"] += rehydrated
         out[level] = dict(sorted(grouped.items()))
-    out["documents"] = sum(d for d, _ in totals.values())
-    out["tokens"] = sum(w for _, w in totals.values())
+    out["documents"] = sum(d for d, _, _ in totals.values())
+    out["tokens"] = sum(w for _, w, _ in totals.values())
+    out["tokens_rehydrated"] = sum(r for _, _, r in totals.values())
     return out
 
 

@@ -9,6 +9,8 @@ process-independent (no Python ``hash()``), so signatures are identical on every
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -113,16 +115,40 @@ def wordless(keys: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return (keys == empty).all(axis=1)
 
 
-def minhash_bands(texts: pa.Array, n: int, bands: int, rows: int, seed: int) -> np.ndarray:
-    """LSH bucket keys (documents x bands) for a column of texts."""
-    hashes, doc_offsets = word_hashes(normalized_words(texts))
+def tokenized_words(texts: pa.Array, tokenize) -> pa.ListArray:
+    """Word lists from a word tokenizer (``text -> tokens``): NFC, lower-cased, tokens without a letter or
+    digit dropped (FineWeb2 deduplicates on its language's words)."""
+    lists = pa.array([list(tokenize(t)) if t else [] for t in texts.to_pylist()], pa.list_(pa.string()))
+    flat = pc.utf8_lower(pc.utf8_normalize(lists.flatten(), "NFC"))
+    keep = pc.fill_null(pc.match_substring_regex(flat, r"[\p{L}\p{N}]"), False)
+    parents = pc.list_parent_indices(lists).to_numpy()
+    counts = np.bincount(parents[keep.to_numpy(zero_copy_only=False)], minlength=len(lists))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, flat.filter(keep))
+
+
+def language_salt(language: str | None) -> np.uint64:
+    """A key for ``language`` mixed into band keys, so that buckets never hold two languages."""
+    digest = hashlib.blake2b((language or "").encode(), digest_size=8).digest()
+    return np.frombuffer(digest, dtype=np.uint64)[0]
+
+
+def bands_of_words(words: pa.ListArray, n: int, bands: int, rows: int, seed: int) -> np.ndarray:
+    """LSH bucket keys (documents x bands) for word lists."""
+    hashes, doc_offsets = word_hashes(words)
     shingles, shingle_offsets = shingle_hashes(hashes, doc_offsets, n)
     return band_keys(signatures(shingles, shingle_offsets, permutation_seeds(bands * rows, seed)), bands, rows)
 
 
-def shingle_sets(texts: pa.Array, n: int) -> list[np.ndarray]:
-    """Unique shingle hashes per document (for true-Jaccard verification)."""
-    hashes, doc_offsets = word_hashes(normalized_words(texts))
+def minhash_bands(texts: pa.Array, n: int, bands: int, rows: int, seed: int) -> np.ndarray:
+    """LSH bucket keys (documents x bands) for a column of texts."""
+    return bands_of_words(normalized_words(texts), n, bands, rows, seed)
+
+
+def shingle_sets(texts: pa.Array, n: int, words: pa.ListArray | None = None) -> list[np.ndarray]:
+    """Unique shingle hashes per document (for true-Jaccard verification); ``words``: the texts' word lists
+    when not the default ones."""
+    hashes, doc_offsets = word_hashes(normalized_words(texts) if words is None else words)
     shingles, offsets = shingle_hashes(hashes, doc_offsets, n)
     return [np.unique(shingles[offsets[i]: offsets[i + 1]]) for i in range(len(offsets) - 1)]
 

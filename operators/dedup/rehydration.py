@@ -72,8 +72,10 @@ def weights_from_distribution(dist: dict, max_reps: int) -> dict[int, int]:
     return dict(zip(s[keep].tolist(), v[keep].tolist(), strict=True))
 
 
-def distribution(cluster_sizes: np.ndarray, removed: np.ndarray, tail_threshold: int | None = None) -> dict:
-    """This run's distribution in FineWeb2's format, from one row per document that reached the filters.
+def distribution(cluster_sizes: np.ndarray, removed: np.ndarray, tail_threshold: int | None = None,
+                 counts: np.ndarray | None = None) -> dict:
+    """This run's distribution in FineWeb2's format, from one row per document that reached the filters
+    (or per group of ``counts`` documents with that size and outcome, as a Spark aggregate gives them).
 
     ``cluster_sizes``: each document's MinHash cluster size (null/0/negative count as 1); ``removed``:
     whether a quality filter removed it. Rates are in %. Sizes with no documents are not listed.
@@ -91,14 +93,15 @@ def distribution(cluster_sizes: np.ndarray, removed: np.ndarray, tail_threshold:
     rm = np.asarray(removed, dtype=bool).ravel()
     if s.shape != rm.shape:
         raise ValueError(f"cluster_sizes ({s.size}) and removed ({rm.size}) differ in length")
-    n = s.size
+    weight = np.ones(s.size, dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64).ravel()
+    n = int(weight.sum())
     if n == 0:
         return {"cluster_sizes": [], "cluster_removal_rates": [], "cluster_post_filtering_doc_counts": [],
                 "tail_threshold": None, "tail_removal_rate": None, "tail_post_filtering_doc_counts": 0,
                 "global_removal_rate": None}
     uniq, inverse = np.unique(s, return_inverse=True)
-    total = np.bincount(inverse, minlength=uniq.size)
-    gone = np.bincount(inverse, weights=rm, minlength=uniq.size).astype(np.int64)
+    total = np.bincount(inverse, weights=weight, minlength=uniq.size).astype(np.int64)
+    gone = np.bincount(inverse, weights=weight * rm, minlength=uniq.size).astype(np.int64)
     global_rate = 100.0 * int(gone.sum()) / n
     if tail_threshold is None:
         # first size where the documents at or below it exceed 99.9% (integer test: 1000 * cum > 999 * n)

@@ -19,7 +19,15 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from operators.dedup.exact import text_keys
-from operators.dedup.minhash import jaccard, minhash_bands, shingle_sets, wordless
+from operators.dedup.minhash import (
+    bands_of_words,
+    jaccard,
+    language_salt,
+    normalized_words,
+    shingle_sets,
+    tokenized_words,
+    wordless,
+)
 from operators.dedup.spark_components import connected_components
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, discard, join
@@ -30,22 +38,24 @@ DUPLICATES_SCHEMA = "_row long, id string, shard string, _kept long, kept_id str
 NEEDED_COLUMNS = ("id", "text")
 
 
-def _problem(storage: Storage, path: str) -> str | None:
+def _problem(storage: Storage, path: str, needed: tuple[str, ...] = NEEDED_COLUMNS) -> str | None:
     """Why ``path`` cannot be deduped (unreadable footer, missing column), or None."""
     fs, inner = storage.filesystem(path)
     try:
         names = pq.read_schema(inner, filesystem=fs).names
     except (pa.ArrowException, OSError) as err:
         return "unreadable: " + " ".join(str(err).split())
-    missing = [c for c in NEEDED_COLUMNS if c not in names]
+    missing = [c for c in needed if c not in names]
     return f"missing column {', '.join(missing)}" if missing else None
 
 
-def check_files(spark: SparkSession, storage: Storage, files: list[str]) -> dict[str, str]:
-    """``{path: reason}`` for the files that cannot be deduped; footers are read on the executors."""
+def check_files(spark: SparkSession, storage: Storage, files: list[str],
+                needed: tuple[str, ...] = NEEDED_COLUMNS) -> dict[str, str]:
+    """``{path: reason}`` for the files that cannot be deduped (footers read on the executors): unreadable, or
+    without a ``needed`` column."""
     def check(batches):
         for batch in batches:
-            found = [(p, r) for p in batch.column("path").to_pylist() if (r := _problem(storage, p))]
+            found = [(p, r) for p in batch.column("path").to_pylist() if (r := _problem(storage, p, needed))]
             yield pa.RecordBatch.from_arrays([pa.array([p for p, _ in found], pa.string()),
                                               pa.array([r for _, r in found], pa.string())], names=["path", "reason"])
 
@@ -87,11 +97,30 @@ def read_shards(spark: SparkSession, storage: Storage, files: list[tuple[int, st
     return paths.repartition(max(1, len(files)), "path").mapInArrow(read, from_arrow_schema(full))
 
 
+def _language_groups(table: pa.Table, per_language: bool) -> list[tuple[str | None, np.ndarray]]:
+    """(language, row indices) groups of ``table``: one group of every row unless ``per_language``."""
+    if not per_language:
+        return [(None, np.arange(table.num_rows))]
+    languages = np.array(table.column("language").to_pylist(), dtype=object)
+    return [(language, np.flatnonzero(languages == language)) for language in dict.fromkeys(languages.tolist())]
+
+
+def words_of(texts: pa.Array, language: str | None, per_language: bool) -> pa.ListArray:
+    """The words MinHash shingles: the language's word tokens (``per_language``), else letter/digit runs."""
+    if not per_language:
+        return normalized_words(texts)
+    from operators.filters.word_tokenizers import word_tokenizer
+
+    return tokenized_words(texts, word_tokenizer(language)) if language else normalized_words(texts)
+
+
 def signature_columns(exact: dict, minhash: dict):
     """The ``extra`` function adding ``_blank``, ``_exact`` and ``_bands``, and their fields.
 
     ``_blank``: the text is null, empty or whitespace only (such rows are left out of dedup);
     ``_exact``: the text key; ``_bands``: LSH keys, null for a text without words (never a near duplicate).
+    With ``minhash.per_language`` the words are the document language's and every band key is salted with
+    the language, so a bucket never holds two languages.
     """
     fields = [pa.field("_blank", pa.bool_()), pa.field("_exact", pa.string()),
               pa.field("_bands", pa.list_(pa.int64()))]
@@ -101,9 +130,17 @@ def signature_columns(exact: dict, minhash: dict):
         blank = pc.fill_null(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0), True)
         keys = text_keys(text, bits=exact["hash_bits"], nfc=exact["nfc"],
                          fold_whitespace=exact["fold_whitespace"], lowercase=exact["lowercase"])
-        bands = minhash_bands(text, minhash["ngram"], minhash["bands"], minhash["rows"], minhash["seed"])
+        bands = np.empty((table.num_rows, minhash["bands"]), dtype=np.int64)
+        empty = np.empty(table.num_rows, dtype=bool)
+        for language, rows in _language_groups(table, minhash["per_language"]):
+            words = words_of(text.take(pa.array(rows)), language, minhash["per_language"])
+            group = bands_of_words(words, minhash["ngram"], minhash["bands"], minhash["rows"], minhash["seed"])
+            empty[rows] = wordless(group, minhash["bands"], minhash["rows"])
+            if minhash["per_language"]:
+                group = (group.view(np.uint64) ^ language_salt(language)).view(np.int64)
+            bands[rows] = group
         offsets = pa.array(np.arange(0, bands.size + 1, minhash["bands"], dtype=np.int32))
-        mask = pa.array(wordless(bands, minhash["bands"], minhash["rows"]))
+        mask = pa.array(empty)
         table = table.append_column("_blank", blank).append_column("_exact", keys)
         return table.append_column("_bands", pa.ListArray.from_arrays(offsets, pa.array(bands.ravel()), mask=mask))
 
@@ -152,23 +189,43 @@ def candidate_edges(meta: DataFrame, max_pairs_bucket: int) -> DataFrame:
     return pairs.union(stars).distinct()
 
 
-def verified_edges(edges: DataFrame, texts: DataFrame, ngram: int, threshold: float) -> DataFrame:
+def _shingles(table: pa.Table, column: str, ngram: int, per_language: bool) -> list[np.ndarray]:
+    """Shingle sets of ``table[column]``, each with the words of the language in ``<column>_language``."""
+    out: list = [None] * table.num_rows
+    groups = table.select([f"{column}_language"]).rename_columns(["language"]) if per_language else table
+    for language, rows in _language_groups(groups, per_language):
+        texts = table.column(column).combine_chunks().take(pa.array(rows))
+        for i, shingles in zip(rows.tolist(), shingle_sets(texts, ngram, words_of(texts, language, per_language)),
+                               strict=True):
+            out[i] = shingles
+    return out
+
+
+def verified_edges(edges: DataFrame, texts: DataFrame, ngram: int, threshold: float,
+                   per_language: bool = False) -> DataFrame:
     """Candidate edges whose true Jaccard similarity of word ``ngram`` shingles is at least ``threshold``.
 
-    ``texts`` has ``_row`` and ``text``.
+    ``texts`` has ``_row`` and ``text`` (and ``language``, ``per_language``: then a pair of two languages is
+    never an edge, and each text is split with its language's words).
     """
-    pairs = (edges.join(texts.select(F.col("_row").alias("src"), F.col("text").alias("a")), "src")
-             .join(texts.select(F.col("_row").alias("dst"), F.col("text").alias("b")), "dst"))
+    extra = ["language"] if per_language else []
+    side = {end: texts.select(F.col("_row").alias(f"{'src' if end == 'a' else 'dst'}"), F.col("text").alias(end),
+                              *[F.col(c).alias(f"{end}_{c}") for c in extra]) for end in ("a", "b")}
+    pairs = edges.join(side["a"], "src").join(side["b"], "dst")
+    if per_language:
+        pairs = pairs.where(F.col("a_language").eqNullSafe(F.col("b_language")))
 
     def score(batches):
         for batch in batches:
-            a = shingle_sets(batch.column("a"), ngram)
-            b = shingle_sets(batch.column("b"), ngram)
+            table = pa.Table.from_batches([batch])
+            a = _shingles(table, "a", ngram, per_language)
+            b = _shingles(table, "b", ngram, per_language)
             sims = pa.array([jaccard(x, y) for x, y in zip(a, b, strict=True)], pa.float64())
             yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), sims],
                                              names=["src", "dst", "jaccard"])
 
-    scored = pairs.select("src", "dst", "a", "b").mapInArrow(score, "src long, dst long, jaccard double")
+    columns = ["src", "dst", "a", "b"] + [f"{end}_language" for end in ("a", "b") if per_language]
+    scored = pairs.select(*columns).mapInArrow(score, "src long, dst long, jaccard double")
     return scored.where(F.col("jaccard") >= threshold).select("src", "dst")
 
 
@@ -238,6 +295,19 @@ def write_table_parts(df: DataFrame, storage: Storage, folder: str) -> int:
         yield pa.RecordBatch.from_arrays([pa.array([table.num_rows], pa.int64())], names=["rows"])
 
     return sum(r["rows"] for r in df.mapInArrow(write, "rows long").collect())
+
+
+def cluster_sizes(dups: DataFrame) -> DataFrame:
+    """``_row``, ``minhash_cluster_size`` of each kept document that others duplicate: the documents it stands
+    for, itself included, by every method (a row removed by one method may be kept by an earlier one whose
+    kept row a later method removes, so each removal is followed to the row finally kept)."""
+    up = dups.select(F.col("_row").alias("_via"), F.col("_kept").alias("_up"))
+    final = dups.select("_row", "_kept")
+    for _ in range(2):  # at most three methods in a row (url, exact, fuzzy)
+        final = (final.join(up, F.col("_kept") == F.col("_via"), "left")
+                 .select("_row", F.coalesce("_up", "_kept").alias("_kept")))
+    return final.groupBy("_kept").count().select(F.col("_kept").alias("_row"),
+                                                 (F.col("count") + 1).alias("minhash_cluster_size"))
 
 
 def method_counts(dups: DataFrame) -> dict[str, tuple[int, int, int]]:
