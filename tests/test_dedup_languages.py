@@ -62,8 +62,9 @@ def test_minhash_per_language_pairs_only_within_a_language_and_splits_chinese_in
     assert removed(tmp_path / "by-language") == {"de2": ("de1", "fuzzy"), "zh2": ("zh1", "fuzzy")}
     out = kept(tmp_path / "by-language")
     assert {i: r["minhash_cluster_size"] for i, r in out.items()} == {"de1": 2, "es1": 1, "zh1": 2}
-    assert sorted(str(p.relative_to(tmp_path / "by-language")) for p in (tmp_path / "by-language").rglob("s0.parquet")) \
-        == [f"cmn_Hani/{CRAWL}/s0.parquet", f"deu_Latn/{CRAWL}/s0.parquet", f"spa_Latn/{CRAWL}/s0.parquet"]
+    base = tmp_path / "by-language"
+    assert sorted(str(p.relative_to(base)) for p in base.rglob("s0.parquet")) == [
+        f"cmn_Hani/{CRAWL}/s0.parquet", f"deu_Latn/{CRAWL}/s0.parquet", f"spa_Latn/{CRAWL}/s0.parquet"]
 
     mixed = load_model(DedupRecipe, RECIPE, [f"input={src}", f"output={tmp_path / 'mixed'}",
                                              "rehydration.enabled=false", "minhash.per_language=false"])

@@ -30,7 +30,8 @@ def rehydrate(spark, kept, rule: str, max_reps: int):
               .agg(F.count("*").alias("n"), F.sum(F.length("text")).alias("chars")).collect())
     by_language: dict = defaultdict(list)
     for row in groups:
-        by_language[row["_language"]].append((row["minhash_cluster_size"], row["_removed"], row["n"], row["chars"] or 0))
+        by_language[row["_language"]].append(
+            (row["minhash_cluster_size"], row["_removed"], row["n"], row["chars"] or 0))
     lookup, stats = [], {}
     for lang, rows in sorted(by_language.items(), key=lambda item: item[0] or ""):
         sizes, gone, counts, chars = (np.array(column) for column in zip(*rows, strict=True))
