@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
 from pathlib import Path
 
 from jobs import classify, curate, dedup, synthesize
