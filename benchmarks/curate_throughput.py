@@ -4,7 +4,8 @@
 
 Per operator: one process runs the fineweb recipe's operators over the file's batches and reports
 docs/s and MB/s per core (MB of HTML for read and extract, of text after). The quality chain: the
-four quality filters, ours and datatrove's, on the file's distinct extracted texts (every language).
+four quality filters, ours and datatrove's, on the file's distinct extracted texts (every language); the
+FineWeb2 chain (language id and three language-adapted filters, benchmarks/multilingual_chain.py), both tools.
 Whole job: ``--shards`` shards, each the file ``--copies`` times over, run by the commands a user
 runs, timed from outside (Python, imports, a fresh local Ray started and stopped: all included):
 ``python -m jobs.curate`` with 1 and 2 workers, and datatrove's LocalPipelineExecutor (same filters,
@@ -25,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.filter_chain import chain_rows
+from benchmarks.multilingual_chain import multilingual_rows
 from benchmarks.real_pages import real_texts
 from jobs.curate.recipe import load_recipe
 from operators.io.storage import Storage
@@ -149,7 +151,9 @@ def main() -> None:
     if not args.warc.exists():
         raise SystemExit(f"benchmark input {args.warc} not found (it lives in ../shared/data)")
     rows = stage_rows(args.warc, "resiliparse") + stage_rows(args.warc, "trafilatura")
-    rows += chain_rows(str(RECIPE), real_texts(args.warc), not args.skip_peer)
+    texts = real_texts(args.warc)
+    rows += chain_rows(str(RECIPE), texts, not args.skip_peer)
+    rows += multilingual_rows(str(ROOT / "jobs" / "recipes" / "fineweb2.yaml"), texts, not args.skip_peer)
     print_table(rows)
     work = Path(tempfile.mkdtemp(prefix="cc-refinery-bench-"))
     try:

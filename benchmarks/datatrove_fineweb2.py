@@ -4,7 +4,9 @@ As ``fineweb-2-pipeline.py`` (huggingface/fineweb-2) step 5: GopherRepetitionFil
 rules off; ``dup_line_frac``, ``top_n_grams``, ``dup_n_grams`` from the language's config), FineWebQualityFilter
 (``short_line_thr`` 999, ``char_duplicates_ratio`` 0.1; ``line_punct_thr``, ``new_line_ratio`` from the config),
 GopherQualityFilter (word-length bounds, ``max_non_alpha_words_ratio``, the config's stop words, at least 2), each
-with ``language=`` (its word tokenizer). A language without a config is not run (FineWeb2 has none for it).
+with ``language=`` (its word tokenizer). A language without a config is not run (FineWeb2 has none for it), or
+with ``fallback``, run as the fineweb2 recipe runs it: datatrove's defaults (FineWeb's English thresholds) with
+the same three FineWeb2 settings and no stop-word rule.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from operators.filters.languages import CONFIGS, language_config
 STEPS = ("gopher_repetition", "fineweb_quality", "gopher_quality")
 
 
-def filters(language: str, folder: str = CONFIGS) -> list | None:
-    """datatrove's three filters for ``language`` (None without a config)."""
+def filters(language: str, folder: str = CONFIGS, fallback: bool = False) -> list | None:
+    """datatrove's three filters for ``language`` (None without a config, unless ``fallback``)."""
     from datatrove.pipeline.filters import FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
 
     config = language_config(language, folder)
     if config is None:
-        return None
+        if not fallback:
+            return None
+        return [GopherRepetitionFilter(language=language, dup_para_frac=0, dup_line_char_frac=0, dup_para_char_frac=0),
+                FineWebQualityFilter(language=language, short_line_thr=999, char_duplicates_ratio=0.1),
+                GopherQualityFilter(language=language, min_stop_words=0)]
     return [
         GopherRepetitionFilter(language=language, dup_para_frac=0, dup_line_char_frac=0, dup_para_char_frac=0,
                                dup_line_frac=config["dup_line_frac"], top_n_grams=config["top_n_grams"],

@@ -50,7 +50,7 @@ def test_job_reads_and_writes_s3(tmp_path, s3_server, s3_client, ray_local, samp
     assert kept.schema.remove_metadata() == output_schema(check_columns(recipe)).remove_metadata()
     assert sorted(kept.column("url").to_pylist()) == ["https://town.example.org/history",
                                                       "https://wet.example.org/english"]
-    assert set(kept.column("language").to_pylist()) == {"en"}
+    assert set(kept.column("language").to_pylist()) == {"eng_Latn"}
     assert kept.column("filter_reason").null_count == kept.num_rows
     rejected = _read(fs, "crawl/out/fineweb/rejected/CC-MAIN-2024-22")
     reasons = dict(zip(rejected.column("url").to_pylist(), rejected.column("filter_reason").to_pylist(), strict=True))

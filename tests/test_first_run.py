@@ -55,10 +55,11 @@ def test_make_run_keeps_documents_and_make_report_reports_that_run(tmp_path):
     stats = json.loads((run_dir / "filter" / "_stats.json").read_text())
     assert {name: op["dropped"] for name, op in stats["operators"].items() if op["dropped"]} == DROPPED
     kept = pads.dataset(run_dir / "filter", format="parquet").to_table(columns=["language", "url"])
-    assert kept.num_rows == 20 and set(kept.column("language").to_pylist()) == {"en"}
+    assert kept.num_rows == 20 and set(kept.column("language").to_pylist()) == {"eng_Latn"}
     rejected = pads.dataset(run_dir / "rejected", format="parquet").to_table(columns=["language"])
-    other = Counter(lang for lang in rejected.column("language").to_pylist() if lang not in ("en", None))
-    assert other == {"es": 3, "de": 2, "fr": 1, "it": 1, "ja": 1, "pl": 1, "ru": 1, "zh": 1}  # whirlwind's an: es
+    other = Counter(lang for lang in rejected.column("language").to_pylist() if lang not in ("eng_Latn", None))
+    assert other == {"spa_Latn": 3, "deu_Latn": 2, "fra_Latn": 1, "ita_Latn": 1, "jpn_Jpan": 1, "pol_Latn": 1,
+                     "rus_Cyrl": 1, "cmn_Hani": 1}  # whirlwind's an: spa_Latn
 
     dedup = make("dedup", f"INPUT={run_dir}/filter", f"OUTPUT={run_dir}/dedup")
     assert dedup.returncode == 0, dedup.stderr[-3000:]
@@ -72,6 +73,34 @@ def test_make_run_keeps_documents_and_make_report_reports_that_run(tmp_path):
     assert f"reporting {run_dir} " in report.stderr
     page = (run_dir / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and f"Run report: {run_dir}" in page
+
+
+@pytest.mark.slow
+def test_make_run_with_the_fineweb2_recipe_keeps_every_language_in_its_folder_then_dedups_and_rehydrates(tmp_path):
+    out = tmp_path / "output"
+    run_dir = out / "fineweb2"
+    done = make("run", "RECIPE=jobs/recipes/fineweb2.yaml", f"OUTPUT={out}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads((run_dir / "filter" / "_stats.json").read_text())
+    languages = stats["languages"]
+    kept = {lang: counts.get("kept", 0) for lang, counts in languages.items() if counts.get("kept")}
+    assert sum(kept.values()) == stats["rows"]["data"] > 0 and len(kept) >= 2
+    for lang, n in kept.items():  # each language's documents in its own folder, and only there
+        table = pads.dataset(run_dir / "filter" / lang, format="parquet").to_table(columns=["language"])
+        assert table.num_rows == n and set(table.column("language").to_pylist()) == {lang}
+    assert stats["operators"]["gopher_quality"]["fallback_languages"].keys() <= {"eng_Latn", "lat_Latn"}
+
+    dedup = make("dedup", "DEDUP_RECIPE=jobs/recipes/dedup-fineweb2.yaml", f"INPUT={run_dir}/filter",
+                 f"OUTPUT={run_dir}/dedup")
+    assert dedup.returncode == 0, dedup.stderr[-3000:]
+    deduped = json.loads((run_dir / "dedup" / "_stats.json").read_text())
+    assert deduped["input"] == stats["rows"]["data"]
+    assert {lang: s["documents"] for lang, s in deduped["rehydration"].items()} == \
+        {lang: n for lang, n in kept.items()} | {}  # no duplicates among these pages
+    table = pads.dataset(run_dir / "dedup", format="parquet").to_table(
+        columns=["language", "minhash_cluster_size", "rehydration_repeats"])
+    assert set(table.column("minhash_cluster_size").to_pylist()) == {1}
+    assert set(table.column("rehydration_repeats").to_pylist()) == {1}
 
 
 def test_make_report_with_nothing_run_says_so(tmp_path):

@@ -83,7 +83,7 @@ class GopherQuality(Filter):
             ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
             out["gopher_bullet_lines_frac"].append(bullets / len(lines) if lines else nan)
             out["gopher_ellipsis_lines_frac"].append(ellipses / len(lines) if lines else nan)
-            alpha = sum(any(c.isalpha() for c in w) for w in toks)
+            alpha = sum(w.isalpha() or any(c.isalpha() for c in w) for w in toks)
             out["gopher_alpha_words_frac"].append(alpha / n if n else nan)
             out["gopher_stop_words"].append(len(stop.intersection(toks)))
         return out
