@@ -92,7 +92,7 @@ def test_annotate_mode_keeps_every_document_with_its_reason(tmp_path, ray_local,
     assert reasons["https://www.example.net/page"] == "url.blocklist"
     # A German page still gets every signal, so it can be re-thresholded later.
     german = next(r for r in kept.to_pylist() if r["url"] == "https://stadt.example.de/geschichte")
-    assert german["gopher_word_count"] is not None and german["language"] == "de"
+    assert german["gopher_word_count"] is not None and german["language"] == "deu_Latn"
     assert rejected.column("filter_reason").to_pylist() == ["extract.non_html"]
 
 

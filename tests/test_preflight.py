@@ -57,8 +57,8 @@ def test_shipped_recipes_pass_and_leave_no_output_folder(tmp_path, monkeypatch):
 def test_language_codes_are_checked_against_the_models_labels(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert _message(check_curate, _curate(tmp_path, "pipeline.language.languages=[en, english, xx]")) == (
-        "pipeline.language.languages: 'english', 'xx' not among the model's 176 language codes, "
-        "which are like en, ru, de, fr, it")
+        "pipeline.language.languages: 'english', 'xx' not among the model's 176 languages, "
+        "which are like eng_Latn, rus_Cyrl, deu_Latn, fra_Latn, ita_Latn")
     check_curate(_curate(tmp_path, "pipeline.language.languages=[de, zh, ceb]"))
     check_curate(_curate(tmp_path, "pipeline.language.languages=[]"))
 
@@ -98,7 +98,7 @@ def test_s3_blocklists_model_and_output_root(tmp_path, s3_server, s3_client):
     assert _message(check_curate, recipe("pipeline.url.blocklists=[s3://preflight/gone.txt]")) == (
         "pipeline.url.blocklists: s3://preflight/gone.txt does not exist")
     assert _message(check_curate, recipe("pipeline.language.languages=[english]")).startswith(
-        "pipeline.language.languages: 'english' not among the model's 176 language codes")
+        "pipeline.language.languages: 'english' not among the model's 176 languages")
     assert _message(check_curate, recipe("output.root=s3://no-such-bucket/out")).startswith(
         "output.root: cannot write to s3://no-such-bucket/out: ")
 
@@ -152,8 +152,8 @@ def test_hub_ids_served_names_and_existing_paths_pass(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("job, recipe, setting, line", [
     ("curate", FINEWEB, "pipeline.language.languages=[english]",
-     "error: pipeline.language.languages: 'english' not among the model's 176 language codes, "
-     "which are like en, ru, de, fr, it"),
+     "error: pipeline.language.languages: 'english' not among the model's 176 languages, "
+     "which are like eng_Latn, rus_Cyrl, deu_Latn, fra_Latn, ita_Latn"),
     ("curate", FINEWEB, "pipeline.url.blocklists=[no/such/list.txt]",
      "error: pipeline.url.blocklists: no/such/list.txt does not exist"),
     ("synthesize", WRAP, f"llm.endpoint.api_key_env={UNSET}",

@@ -27,7 +27,7 @@ def test_fineweb_recipe_on_real_pages_accounts_for_every_record(tmp_path, shared
     assert kept.num_rows + dropped.num_rows == 314
     assert len(set(kept.column("id").to_pylist() + dropped.column("id").to_pylist())) == 314
     assert 20 <= kept.num_rows <= 200
-    assert set(kept.column("language").to_pylist()) == {"en"}
+    assert set(kept.column("language").to_pylist()) == {"eng_Latn"}
     assert min(kept.column("language_score").to_pylist()) >= 0.65
     steps = [name for name, _ in recipe.steps]
     for reason in dropped.column("filter_reason").to_pylist():

@@ -77,6 +77,8 @@ def code(label: str, text: str = "") -> str:
     default_3, scripts, default_script = _table()
     code_3 = _WIKIPEDIA.get(label) or default_3.get(label) or label
     options = scripts.get(code_3, ())
+    if not options:  # not a language the table knows: left as it is
+        return label
     default = default_script.get(code_3) or (options[0] if options else "Zyyy")
     if len(options) > 1 and text:
         counts = {s: _letters(text, s) for s in options}
