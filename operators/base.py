@@ -125,17 +125,16 @@ class Filter(Operator):
             return self._apply(batch)
         if "language" not in batch.column_names:
             raise ValueError(f"{self.name}: language_configs needs the language step before it")
-        groups: dict[str | None, list[int]] = {}
-        for i, language in enumerate(batch.column("language").to_pylist()):
-            groups.setdefault(language, []).append(i)
-        parts, order = [], []
-        for language, rows in groups.items():
+        from operators.filters.languages import rows_by_language
+
+        groups = rows_by_language(batch.column("language"))
+        parts = []
+        for language, rows in groups:
             with self._language(language, len(rows)):
                 parts.append(self._apply(batch if len(groups) == 1 else batch.take(rows)))
-            order += rows
         if len(parts) == 1:
             return parts[0]
-        return pa.concat_tables(parts).take(pa.array(np.argsort(order)))
+        return pa.concat_tables(parts).take(np.argsort(np.concatenate([rows for _, rows in groups])))
 
     @contextlib.contextmanager
     def _language(self, language: str | None, rows: int):

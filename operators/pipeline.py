@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from operators.base import Operator
-from operators.filters.text import words
+from operators.filters.word_tokenizers import clear_caches
 
 
 class OperatorStats:
@@ -34,14 +34,14 @@ class OperatorStats:
         return out
 
 
-def _per_language(batch: pa.Table, into: dict[str, Counter], key) -> None:
-    """Add ``batch``'s rows per language to ``into[language][key(row)]``."""
+def _per_language(batch: pa.Table, into: dict[str, Counter], label: str | None = None) -> None:
+    """Add ``batch``'s rows per language (``und``: none) to ``into[language][label or its filter reason]``."""
     if not batch.num_rows or "language" not in batch.column_names:
         return
     languages = batch.column("language").to_pylist()
     reasons = batch.column("filter_reason").to_pylist()
     for language, reason in zip(languages, reasons, strict=True):
-        into[language or "unknown"][key(reason)] += 1
+        into[language or "und"][label or reason or "no_text"] += 1
 
 
 def _bytes(batch: pa.Table) -> int:
@@ -63,7 +63,7 @@ class Chain:
 
     def __call__(self, batch: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
         """Return (kept batch, rejected batches)."""
-        words.cache_clear()  # the filters share one tokenisation of this batch's documents, and only of these
+        clear_caches()  # the filters share one tokenisation of this batch's documents, and only of these
         if "filter_reason" not in batch.column_names:
             batch = batch.append_column("filter_reason", pa.nulls(batch.num_rows, pa.string()))
         rejected = []
@@ -90,9 +90,9 @@ class Chain:
                     rejected.append(batch.filter(drop))
                     batch = batch.filter(pc.invert(drop))
             stats.rows_out += batch.num_rows
-        _per_language(batch, self.languages, lambda reason: "kept")
+        _per_language(batch, self.languages, "kept")
         for rows in rejected:
-            _per_language(rows, self.languages, lambda reason: reason or "no_text")
+            _per_language(rows, self.languages)
         return batch, rejected
 
     def stats_dict(self) -> dict:

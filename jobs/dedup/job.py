@@ -200,12 +200,12 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
         dups = dups.union(method(pool.join(dups.select("_row"), "_row", "left_anti")).localCheckpoint())
     dups = dups.persist()
 
-    kept = (docs.drop(*[c for c in docs.columns if c == "minhash_cluster_size"])
+    kept = (docs.drop("minhash_cluster_size")
             .join(dups.select("_row"), "_row", "left_anti")
             .join(sd.cluster_sizes(dups), "_row", "left").fillna(1, ["minhash_cluster_size"]))
     added = ["minhash_cluster_size"] + ([COLUMN] if recipe.rehydration.enabled else [])
     if recipe.rehydration.enabled:
-        kept, rehydrated = rehydrate(spark, kept.drop(*[c for c in kept.columns if c == COLUMN]),
+        kept, rehydrated = rehydrate(spark, kept.drop(COLUMN),
                                      recipe.rehydration.rule, recipe.rehydration.max_reps)
     schema = pa.schema([f for f in schema if f.name not in added] + [pa.field(c, pa.int64()) for c in added])
     written = sd.write_shards(kept, storage, recipe.output, schema, recipe.compression)

@@ -39,7 +39,7 @@ def rehydrate(spark, kept, rule: str, max_reps: int):
         weights, source = weights_for(lang or "", max_reps, rule, run)
         reps = repeats(sizes, weights)
         stays = ~gone.astype(bool)
-        stats[lang or "unknown"] = {
+        stats[lang or "und"] = {
             "weights": source, "documents": int(counts[stays].sum()), "characters": int(chars[stays].sum()),
             "documents_rehydrated": int((counts * reps)[stays].sum()),
             "characters_rehydrated": int((chars * reps)[stays].sum())}

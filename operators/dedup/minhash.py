@@ -145,10 +145,14 @@ def minhash_bands(texts: pa.Array, n: int, bands: int, rows: int, seed: int) -> 
     return bands_of_words(normalized_words(texts), n, bands, rows, seed)
 
 
-def shingle_sets(texts: pa.Array, n: int, words: pa.ListArray | None = None) -> list[np.ndarray]:
-    """Unique shingle hashes per document (for true-Jaccard verification); ``words``: the texts' word lists
-    when not the default ones."""
-    hashes, doc_offsets = word_hashes(normalized_words(texts) if words is None else words)
+def shingle_sets(texts: pa.Array, n: int) -> list[np.ndarray]:
+    """Unique shingle hashes per document (for true-Jaccard verification)."""
+    return word_shingle_sets(normalized_words(texts), n)
+
+
+def word_shingle_sets(words: pa.ListArray, n: int) -> list[np.ndarray]:
+    """Unique shingle hashes per document of word lists."""
+    hashes, doc_offsets = word_hashes(words)
     shingles, offsets = shingle_hashes(hashes, doc_offsets, n)
     return [np.unique(shingles[offsets[i]: offsets[i + 1]]) for i in range(len(offsets) - 1)]
 

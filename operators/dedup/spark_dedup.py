@@ -24,11 +24,12 @@ from operators.dedup.minhash import (
     jaccard,
     language_salt,
     normalized_words,
-    shingle_sets,
     tokenized_words,
+    word_shingle_sets,
     wordless,
 )
 from operators.dedup.spark_components import connected_components
+from operators.filters.languages import rows_by_language
 from operators.io.layout import shard_of
 from operators.io.storage import Storage, discard, join
 from operators.schema import conform
@@ -97,21 +98,19 @@ def read_shards(spark: SparkSession, storage: Storage, files: list[tuple[int, st
     return paths.repartition(max(1, len(files)), "path").mapInArrow(read, from_arrow_schema(full))
 
 
-def _language_groups(table: pa.Table, per_language: bool) -> list[tuple[str | None, np.ndarray]]:
-    """(language, row indices) groups of ``table``: one group of every row unless ``per_language``."""
-    if not per_language:
-        return [(None, np.arange(table.num_rows))]
-    languages = np.array(table.column("language").to_pylist(), dtype=object)
-    return [(language, np.flatnonzero(languages == language)) for language in dict.fromkeys(languages.tolist())]
+def _language_groups(languages, per_language: bool, rows: int) -> list[tuple[str | None, np.ndarray]]:
+    """(language, row indices) groups of a ``language`` column: one group of every row (language None) unless
+    ``per_language``."""
+    return rows_by_language(languages) if per_language else [(None, np.arange(rows))]
 
 
-def words_of(texts: pa.Array, language: str | None, per_language: bool) -> pa.ListArray:
-    """The words MinHash shingles: the language's word tokens (``per_language``), else letter/digit runs."""
-    if not per_language:
+def words_of(texts: pa.Array, language: str | None) -> pa.ListArray:
+    """The words MinHash shingles: the language's word tokens, else (None) letter/digit runs."""
+    if language is None:
         return normalized_words(texts)
     from operators.filters.word_tokenizers import word_tokenizer
 
-    return tokenized_words(texts, word_tokenizer(language)) if language else normalized_words(texts)
+    return tokenized_words(texts, word_tokenizer(language))
 
 
 def signature_columns(exact: dict, minhash: dict):
@@ -132,8 +131,10 @@ def signature_columns(exact: dict, minhash: dict):
                          fold_whitespace=exact["fold_whitespace"], lowercase=exact["lowercase"])
         bands = np.empty((table.num_rows, minhash["bands"]), dtype=np.int64)
         empty = np.empty(table.num_rows, dtype=bool)
-        for language, rows in _language_groups(table, minhash["per_language"]):
-            words = words_of(text.take(pa.array(rows)), language, minhash["per_language"])
+        groups = _language_groups(table.column("language") if minhash["per_language"] else None,
+                                  minhash["per_language"], table.num_rows)
+        for language, rows in groups:
+            words = words_of(text.take(pa.array(rows)), language)
             group = bands_of_words(words, minhash["ngram"], minhash["bands"], minhash["rows"], minhash["seed"])
             empty[rows] = wordless(group, minhash["bands"], minhash["rows"])
             if minhash["per_language"]:
@@ -192,11 +193,10 @@ def candidate_edges(meta: DataFrame, max_pairs_bucket: int) -> DataFrame:
 def _shingles(table: pa.Table, column: str, ngram: int, per_language: bool) -> list[np.ndarray]:
     """Shingle sets of ``table[column]``, each with the words of the language in ``<column>_language``."""
     out: list = [None] * table.num_rows
-    groups = table.select([f"{column}_language"]).rename_columns(["language"]) if per_language else table
-    for language, rows in _language_groups(groups, per_language):
+    languages = table.column(f"{column}_language") if per_language else None
+    for language, rows in _language_groups(languages, per_language, table.num_rows):
         texts = table.column(column).combine_chunks().take(pa.array(rows))
-        for i, shingles in zip(rows.tolist(), shingle_sets(texts, ngram, words_of(texts, language, per_language)),
-                               strict=True):
+        for i, shingles in zip(rows.tolist(), word_shingle_sets(words_of(texts, language), ngram), strict=True):
             out[i] = shingles
     return out
 

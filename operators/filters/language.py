@@ -60,17 +60,18 @@ def load_model(uri: str | None, storage: Storage | None = None, filename: str = 
 def identify(model, texts: list[str], pairs_threshold: float | None = None):
     """(FineWeb2 codes, top scores, ``{code: score}`` above ``pairs_threshold`` or None) of ``texts``."""
     lines = [(t or "").replace("\n", " ") for t in texts]
-    if not lines:
-        return [], [], []
     k, floor = (1, 0.0) if pairs_threshold is None else (-1, pairs_threshold)
-    labels, scores = model.predict(lines, k=k, threshold=floor)
-    codes = [code(lab[0], text) if len(lab) else None for lab, text in zip(labels, lines, strict=True)]
-    top = [min(float(s[0]), 1.0) if len(s) else 0.0 for s in scores]
-    if pairs_threshold is None:
-        return codes, top, None
-    pairs = [{code(lab, text): min(float(s), 1.0) for lab, s in zip(labs, ss, strict=True) if s > pairs_threshold}
-             for labs, ss, text in zip(labels, scores, lines, strict=True)]
-    return codes, top, pairs
+    labels, scores = model.predict(lines, k=k, threshold=floor) if lines else ([], [])
+    codes, top, pairs = [], [], []
+    for labs, ss, text in zip(labels, scores, lines, strict=True):
+        seen: dict[str, int] = {}  # the text's letters per script, counted once for all its labels
+        mapped = [code(lab, text, seen) if i == 0 or s > pairs_threshold else None
+                  for i, (lab, s) in enumerate(zip(labs, ss, strict=True))]
+        codes.append(mapped[0] if mapped else None)
+        top.append(min(float(ss[0]), 1.0) if len(ss) else 0.0)
+        if pairs_threshold is not None:
+            pairs.append({c: min(float(s), 1.0) for c, s in zip(mapped, ss, strict=True) if s > pairs_threshold})
+    return codes, top, None if pairs_threshold is None else pairs
 
 
 @lru_cache(maxsize=4096)

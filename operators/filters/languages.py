@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from functools import lru_cache
 
+import numpy as np
 import regex
 import yaml
+
+from operators.io.layout import LANGUAGE_CODE
 
 FINEWEB2 = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fineweb2")
 CONFIGS = os.path.join(FINEWEB2, "configs")
 TABLE = os.path.join(FINEWEB2, "tokenizer_assignment.csv")
-CODE = re.compile(r"[a-z]{2,3}_[A-Z][a-z]{3}")  # a FineWeb2 code, e.g. deu_Latn
 
 # lid.176 labels that are Wikipedia codes, not the ISO code of the same language (its ``als`` is Alemannic,
 # ISO 639-3 ``als`` is Tosk Albanian); and ISO 639-1 codes without a default row in FineWeb2's table
@@ -63,29 +64,42 @@ def _script_pattern(script: str):
     return regex.compile("|".join(rf"\p{{Script={n}}}" for n in names.split())) if names else None
 
 
-def _letters(text: str, script: str) -> int:
-    pattern = _script_pattern(script)
-    return len(pattern.findall(text)) if pattern else 0
+def _letters(text: str, script: str, seen: dict[str, int]) -> int:
+    """Letters of ``script`` in ``text``, counted once per text and script (``seen`` holds this text's counts)."""
+    if script not in seen:
+        pattern = _script_pattern(script)
+        seen[script] = len(pattern.findall(text)) if pattern else 0
+    return seen[script]
 
 
-def code(label: str, text: str = "") -> str:
+def code(label: str, text: str = "", seen: dict[str, int] | None = None) -> str:
     """The FineWeb2 code (``deu_Latn``) of a LID label: a GlotLID label as it is, a lid.176 code mapped, its
-    script the one of the language's scripts with most letters in ``text`` (the table's default on a tie)."""
+    script the one of the language's scripts with most letters in ``text`` (the table's default on a tie).
+    ``seen``: the script letter counts of ``text`` so far, shared by the calls for several labels of one text."""
     label = label.removeprefix("__label__")
-    if CODE.fullmatch(label):
+    if LANGUAGE_CODE.fullmatch(label):
         return label
     default_3, scripts, default_script = _table()
     code_3 = _WIKIPEDIA.get(label) or default_3.get(label) or label
     options = scripts.get(code_3, ())
     if not options:  # not a language the table knows: left as it is
         return label
-    default = default_script.get(code_3) or (options[0] if options else "Zyyy")
+    default = default_script.get(code_3) or options[0]
     if len(options) > 1 and text:
-        counts = {s: _letters(text, s) for s in options}
+        seen = {} if seen is None else seen
+        counts = {s: _letters(text, s, seen) for s in options}
         best = max(counts.values())
         if best and counts.get(default, 0) < best:
             default = next(s for s in options if counts[s] == best)
     return f"{code_3}_{default}"
+
+
+def rows_by_language(languages) -> list[tuple[str | None, np.ndarray]]:
+    """Row indices per language of a ``language`` column (Arrow or list), in order of first appearance."""
+    groups: dict[str | None, list[int]] = {}
+    for i, language in enumerate(languages.to_pylist() if hasattr(languages, "to_pylist") else languages):
+        groups.setdefault(language, []).append(i)
+    return [(language, np.array(rows, dtype=np.int64)) for language, rows in groups.items()]
 
 
 @lru_cache(maxsize=1024)
@@ -97,7 +111,7 @@ def normalise(language: str) -> str:
 @lru_cache(maxsize=2048)
 def language_config(language: str, folder: str = CONFIGS) -> dict | None:
     """FineWeb2's settings for ``language`` (``<folder>/<language>.yml``), or None without a file."""
-    if not CODE.fullmatch(language or ""):
+    if not LANGUAGE_CODE.fullmatch(language or ""):
         return None
     path = os.path.join(folder, f"{language}.yml")
     if not os.path.exists(path):

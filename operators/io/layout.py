@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from operators.io.storage import join
 
 SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-# a language folder of a stage written per language: a FineWeb2 code (``deu_Latn``), or ``und`` (no language)
-LANGUAGE_FOLDER = re.compile(r"[a-z]{2,3}_[A-Z][a-z]{3}|und")
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}_[A-Z][a-z]{3}")  # FineWeb2's ISO 639-3 + script codes, e.g. deu_Latn
+# a language folder of a stage written per language: a FineWeb2 code, or ``und`` (no language)
+LANGUAGE_FOLDER = re.compile(rf"{LANGUAGE_CODE.pattern}|und")
 
 
 def safe_segment(name: str | None) -> bool:

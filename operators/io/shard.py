@@ -19,9 +19,9 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from operators.filters.languages import rows_by_language
 from operators.io.layout import Layout
 from operators.io.ledger import commit_entry
 from operators.io.listing import crawl_of
@@ -76,14 +76,6 @@ def part_range(size: int, part: tuple[int, int]) -> tuple[int, int | None]:
     return size * k // n, (size * (k + 1) // n if k + 1 < n else None)
 
 
-def _languages(batch: pa.Table) -> list[tuple[str, pa.Table]]:
-    """``batch``'s rows per language (``und``: none)."""
-    if not batch.num_rows:
-        return []
-    languages = pc.fill_null(batch.column("language"), "und")
-    return [(language, batch.filter(pc.equal(languages, language))) for language in pc.unique(languages).to_pylist()]
-
-
 def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage: Storage,
                   layout: Layout, *, batch_size: int, max_bytes: int, keep_rejected: bool,
                   compression: str = "zstd", part: tuple[int, int] = (0, 1), by_language: bool = False) -> dict:
@@ -114,9 +106,10 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
             folder = folder or batch.column("crawl")[0].as_py()
             good, bad = chain(batch)
             if by_language:
-                for language, rows in _languages(good):
+                for language, rows in rows_by_language(good.column("language")):
+                    language = language or "und"
                     writer = per_language.setdefault(language, _StagedParquet(storage, schema, compression))
-                    writer.write(rows, layout.data(folder, unit, language))
+                    writer.write(good.take(rows), layout.data(folder, unit, language))
             else:
                 kept.write(good, layout.data(folder, unit))
             if keep_rejected:
