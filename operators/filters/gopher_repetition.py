@@ -135,17 +135,18 @@ def dup_ngram_chars(grams: Grams, n: int) -> int:
     candidates = np.flatnonzero(counts[inverse] > 1)
     if not len(candidates):
         return 0
-    hashes, a, b = hashes.tolist(), a.tolist(), b.tolist()
+    # only the candidates' values reach Python (index i into them; k is the n-gram's position)
+    hashes, a, b = hashes[candidates].tolist(), a[candidates].tolist(), b[candidates].tolist()
     text, seen = grams.text, {}
     chars = after = 0
-    for k in candidates.tolist():
+    for i, k in enumerate(candidates.tolist()):
         if k < after:  # inside the n-gram just counted as a repeat: skipped
             continue
-        j = seen.get(hashes[k])
+        j = seen.get(hashes[i])
         if j is None:
-            seen[hashes[k]] = k
-        elif text(a[k], b[k]) == text(a[j], b[j]):
-            chars += b[k] - a[k]
+            seen[hashes[i]] = i
+        elif text(a[i], b[i]) == text(a[j], b[j]):
+            chars += b[i] - a[i]
             after = k + n
         else:
             return _dup_ngram_chars_strings(grams.grams(n), n)  # a hash collision: compare the strings
