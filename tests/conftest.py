@@ -287,15 +287,17 @@ CC = [
     "win free iphone click link now limited time offer act fast",
     "sign up now free trial best deal online shop cart",
 ]
-def train_classifier(folder: Path, attempts: int = 10) -> str:
-    """Train and save a binary ``__label__hq`` / ``__label__cc`` fastText classifier; return its path.
+def train_classifier(folder: Path, attempts: int = 10, lines: list[str] | None = None) -> str:
+    """Train and save a fastText classifier on ``lines`` (``__label__<x> text``; default: a binary
+    ``__label__hq`` / ``__label__cc`` one); return its path.
 
     Trained in a fresh process: in a long test session fastText 0.9.3 stopped with "Encountered NaN"
     on every seed (something earlier in the process changes its arithmetic), never in a fresh one.
     Its weights still vary from run to run, so the tests compare the operator with the saved model's
     own predictions and orderings, never with fixed numbers; a NaN run is retried with another seed."""
     train, path = folder / "train.txt", folder / "quality.bin"
-    train.write_text("".join(f"__label__hq {t}\n" for t in HQ) + "".join(f"__label__cc {t}\n" for t in CC))
+    lines = lines or [f"__label__hq {t}" for t in HQ] + [f"__label__cc {t}" for t in CC]
+    train.write_text("".join(f"{line}\n" for line in lines))
     script = ("import sys, fasttext\n"
               "for seed in range(int(sys.argv[3])):\n"
               "    try:\n"
