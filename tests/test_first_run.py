@@ -95,12 +95,17 @@ def test_make_run_with_the_fineweb2_recipe_keeps_every_language_in_its_folder_th
     assert dedup.returncode == 0, dedup.stderr[-3000:]
     deduped = json.loads((run_dir / "dedup" / "_stats.json").read_text())
     assert deduped["input"] == stats["rows"]["data"]
+    # English has no shipped weights, and a filter-mode run carries no filter outcomes to compute them from
+    assert deduped["rehydration"]["eng_Latn"]["weights"] == "none"
     assert {lang: s["documents"] for lang, s in deduped["rehydration"].items()} == \
         kept  # no duplicates among these pages
     table = pads.dataset(run_dir / "dedup", format="parquet").to_table(
         columns=["language", "minhash_cluster_size", "rehydration_repeats"])
     assert set(table.column("minhash_cluster_size").to_pylist()) == {1}
     assert set(table.column("rehydration_repeats").to_pylist()) == {1}
+    for command in (done, dedup):  # nor the tokenizer libraries' own notices (jieba's "Building prefix dict")
+        noise = (*NOISE, "prefix dict", "Loading model", "pkg_resources")
+        assert not [line for line in command.stderr.splitlines() if any(n in line for n in noise)]
 
 
 def test_make_report_with_nothing_run_says_so(tmp_path):

@@ -23,8 +23,7 @@ def rehydrate(spark, kept, rule: str, max_reps: int):
     from pyspark.sql import functions as F
 
     language = F.col("language") if "language" in kept.columns else F.lit(None).cast("string")
-    outcomes = "filter_reason" in kept.columns
-    removed = F.col("filter_reason").isNotNull() if outcomes else F.lit(False)
+    removed = F.col("filter_reason").isNotNull() if "filter_reason" in kept.columns else F.lit(False)
     kept = kept.withColumn("_language", language)
     groups = (kept.groupBy("_language", "minhash_cluster_size", removed.alias("_removed"))
               .agg(F.count("*").alias("n"), F.sum(F.length("text")).alias("chars")).collect())
@@ -32,6 +31,7 @@ def rehydrate(spark, kept, rule: str, max_reps: int):
     for row in groups:
         by_language[row["_language"]].append(
             (row["minhash_cluster_size"], row["_removed"], row["n"], row["chars"] or 0))
+    outcomes = any(row["_removed"] for row in groups)  # annotate-mode input; filter mode kept only passes
     lookup, stats = [], {}
     for lang, rows in sorted(by_language.items(), key=lambda item: item[0] or ""):
         sizes, gone, counts, chars = (np.array(column) for column in zip(*rows, strict=True))

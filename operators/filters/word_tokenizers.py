@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import logging
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 from itertools import chain
@@ -200,7 +202,11 @@ def _finder(strings: Iterable[str]):
 
 def _jieba() -> Tokenize:
     # spaCy's zh tokenizer with segmenter=jieba: jieba.cut's words, which cover the text, whitespace ones dropped
-    import jieba
+    with warnings.catch_warnings():  # jieba imports pkg_resources, which warns on every import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # else four lines on stderr ("Building prefix dict ...") in every job
 
     return lambda text: _stripped(jieba.cut(text, cut_all=False))
 
