@@ -9,7 +9,8 @@ from jobs.dispatch import JOBS, job_for, main, recipe_model
 from tests.conftest import ROOT
 
 RECIPES = ROOT / "jobs" / "recipes"
-SHIPPED = {"dclm.yaml": "curate", "fineweb.yaml": "curate", "dedup.yaml": "dedup", "quality.yaml": "classify",
+SHIPPED = {"dclm.yaml": "curate", "fineweb.yaml": "curate", "fineweb2.yaml": "curate", "dedup.yaml": "dedup",
+           "dedup-fineweb2.yaml": "dedup", "quality.yaml": "classify",
            "quality-cpu.yaml": "classify", "quality-llm.yaml": "classify", "prox.yaml": "synthesize",
            "rephrase-nemotron.yaml": "synthesize", "rephrase-wrap.yaml": "synthesize", "rewire.yaml": "synthesize",
            "tpt.yaml": "synthesize", "mixture.yaml": "pipeline", "mixture-cpu.yaml": "pipeline",

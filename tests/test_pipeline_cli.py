@@ -78,3 +78,7 @@ def test_the_cpu_mixture_runs_every_stage_from_local_models(tmp_path, tiny_model
     assert answered["rewritten"] == sum(7 <= b <= 17 for b in buckets)
     assert answered["thought"] <= sum(b >= 12 for b in buckets)
     assert sum(answered.values()) > 0
+    # per language: every document counted once; no rehydration in this mixture, so the tokens stay as they are
+    assert sum(entry["documents"] for entry in result["languages"].values()) == result["documents"]
+    assert result["languages"]["eng_Latn"]["documents"] >= quality.num_rows
+    assert result["tokens_rehydrated"] == result["tokens"] > 0
