@@ -112,9 +112,9 @@ def top_ngram_chars(grams: Grams, n: int) -> int | None:
     if grams.n_toks < n:
         return None
     a, b, hashes = grams.spans(n)
-    unique, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     best = counts.max()
-    top = first[counts == best].min()
+    top = int(np.argmax(counts[inverse] == best))  # the first position of a most frequent hash: its first n-gram
     where = np.flatnonzero(hashes == hashes[top])
     text = grams.text(int(a[top]), int(b[top]))
     if any(grams.text(i, j) != text for i, j in zip(a[where].tolist(), b[where].tolist(), strict=True)):
