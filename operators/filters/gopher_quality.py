@@ -7,6 +7,8 @@ A threshold of ``None`` (or 0) disables its rule.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
@@ -73,17 +75,22 @@ class GopherQuality(Filter):
             text = text or ""
             toks = words(text)
             n = len(toks)
-            kept = [len(w) for w in toks if not PUNCTUATION.issuperset(w)]
+            kept = chars = alpha = 0
+            for w, count in Counter(toks).items():  # each distinct token looked at once
+                if not PUNCTUATION.issuperset(w):
+                    kept += count
+                    chars += count * len(w)
+                if w.isalpha() or any(c.isalpha() for c in w):
+                    alpha += count
             lines = text.splitlines()
-            out["gopher_word_count"].append(len(kept))
-            out["gopher_mean_word_length"].append(sum(kept) / len(kept) if kept else nan)
+            out["gopher_word_count"].append(kept)
+            out["gopher_mean_word_length"].append(chars / kept if kept else nan)
             out["gopher_hash_ratio"].append(text.count("#") / n if n else nan)
             out["gopher_ellipsis_ratio"].append((text.count("...") + text.count("…")) / n if n else nan)
             bullets = sum(line.lstrip().startswith(("•", "-")) for line in lines)
             ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
             out["gopher_bullet_lines_frac"].append(bullets / len(lines) if lines else nan)
             out["gopher_ellipsis_lines_frac"].append(ellipses / len(lines) if lines else nan)
-            alpha = sum(w.isalpha() or any(c.isalpha() for c in w) for w in toks)
             out["gopher_alpha_words_frac"].append(alpha / n if n else nan)
             out["gopher_stop_words"].append(len(stop.intersection(toks)))
         return out
