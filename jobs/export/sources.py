@@ -1,0 +1,30 @@
+"""The export's input files: a mixture run's sources (``<input>/mixture.json``), else every Parquet file under
+``input``; each named by its path under ``input`` without ``.parquet`` (``quality/<crawl>/<shard>``)."""
+
+from __future__ import annotations
+
+import json
+
+from operators.io.storage import Storage, is_s3, join
+
+
+def _inner(storage: Storage, uri: str) -> str:
+    return storage.filesystem(uri)[1].rstrip("/")
+
+
+def input_files(storage: Storage, root: str) -> dict[str, str]:
+    """``{name: uri}`` of the documents to export, sorted by name. A mixture's source folders are read relative
+    to ``root`` (the run folder may have moved since the mixture wrote them)."""
+    mixture = join(root, "mixture.json")
+    folders = [root]
+    if storage.exists(mixture):
+        sources = json.loads(storage.read_bytes(mixture))["sources"]
+        base = sources[0].rstrip("/").rsplit("/", 1)[0]
+        folders = [join(root, s.rstrip("/").removeprefix(base)) for s in sources]
+    prefix = _inner(storage, root)
+    found = {}
+    for folder in folders:
+        for uri in storage.walk(folder, ".parquet"):
+            inner = uri.removeprefix("s3://") if is_s3(uri) else uri
+            found[inner[len(prefix):].strip("/").removesuffix(".parquet")] = uri
+    return dict(sorted(found.items()))
