@@ -234,3 +234,28 @@ def test_start_failures(mixture, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "tokeniser" in lines[0] and lines[1].startswith("error: tokenizer: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_curriculum_phases(ray_local, mixture, tokenizer, tmp_path):
+    """Quality ascending: unrated, Low, Medium, High phases, each holding only its label's documents, then a final
+    phase of thought and High documents only, about ``fraction`` of all tokens; shards never span phases."""
+    output = tmp_path / "curriculum"
+    curriculum = {"column": "quality_label", "final": {"kinds": ["thought"], "labels": ["High"], "fraction": 0.2}}
+    run(recipe(mixture[0], output, tokenizer, f"curriculum={json.dumps(curriculum)}"))
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert [p["name"] for p in manifest["phases"]] == ["unrated", "Low", "Medium", "High", "final"]
+    assert [s["phase"] for s in manifest["shards"]] == sorted(
+        (s["phase"] for s in manifest["shards"]), key=["unrated", "Low", "Medium", "High", "final"].index)
+    assert [s for p in manifest["phases"] for s in p["shards"]] == [s["name"] for s in manifest["shards"]]
+    docs = {d["id"]: d for d in mixture[1]}
+    ids = {t: i for i, t in expected(mixture[1], tokenizer).items()}
+    label = {"unrated": None, "Low": "Low", "Medium": "Medium", "High": "High"}
+    for shard, held in zip(manifest["shards"], megatron_shards(output), strict=True):
+        found = [docs[ids[t]] for t in held]
+        if shard["phase"] == "final":
+            assert all(d["quality_label"] == "High" or d["synth_task"] == "think" for d in found)
+        else:
+            assert {d["quality_label"] for d in found} == {label[shard["phase"]]}
+    final = manifest["phases"][-1]
+    assert 0.17 <= final["tokens"] / manifest["tokens"] <= 0.23 and final["fraction"] == round(
+        final["tokens"] / manifest["tokens"], 4)

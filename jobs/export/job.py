@@ -163,7 +163,12 @@ def _phases(recipe: ExportRecipe, histogram: np.ndarray) -> list[tuple[str, rang
     final = recipe.curriculum.final
     if final is not None and histogram[phase_bins(FINAL)].any():
         main = histogram[:phase_bins(FINAL).start].sum()
-        cut = final_cut(histogram, FINAL, final.fraction * main / (1 - final.fraction))
+        target = final.fraction * main / (1 - final.fraction)
+        if histogram[phase_bins(FINAL)].sum() < target:
+            log.warning("curriculum.final: its documents x max_repeats hold %d tokens, short of the %d wanted "
+                        "(fraction %g): raise max_repeats or name more kinds", histogram[phase_bins(FINAL)].sum(),
+                        target, final.fraction)
+        cut = final_cut(histogram, FINAL, target)
         phases.append(("final", range(phase_bins(FINAL).start, cut)))
     return phases
 
