@@ -18,6 +18,8 @@ MODULES = {
     "fineweb_quality": "operators.filters.fineweb_quality",
     "dclm_fasttext": "operators.filters.fasttext_quality",
     "pii": "operators.filters.pii",
+    "ftfy": "operators.filters.ftfy_fix",
+    "symbol_lines": "operators.filters.symbol_lines",
 }
 
 

@@ -37,7 +37,8 @@ def test_shipped_recipes_validate_and_fineweb_keeps_the_published_order():
     check_columns(load_recipe(DCLM))
     fineweb2 = load_recipe(FINEWEB2)
     assert [name for name, _ in fineweb2.steps] == [
-        "url", "extract", "language", "gopher_repetition", "fineweb_quality", "gopher_quality", "pii"]
+        "url", "extract", "language", "gopher_repetition", "fineweb_quality", "gopher_quality", "ftfy", "pii",
+        "symbol_lines"]
     assert fineweb2.operator_params("language")["threshold"] is None and fineweb2.output.by_language
     assert check_columns(fineweb2)["language_pairs"] == pa.map_(pa.string(), pa.float32())
 

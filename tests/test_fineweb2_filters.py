@@ -92,3 +92,30 @@ def test_keep_or_drop_agrees_with_datatrove_on_real_german_and_spanish_pages(ger
           f"same first step: {sum(a == b for a, b in zip(ours, theirs, strict=True))}")
     assert agree >= 0.99 * len(texts)
     assert sum(a is None for a in ours) > 0 and sum(a is not None for a in ours) > 0
+
+
+def test_fineweb2s_last_touches_fix_encodings_and_remove_bar_lines():
+    """FTFY and the `|`-line clean-up as the recipe configures them: exact texts by hand, and the same texts as
+    datatrove's FTFYFormatter and SymbolLinesFormatter(["|"], "\\n") give on every real page holding a `|`."""
+    ops = [build(name, RECIPE.operator_params(name), Storage()) for name in ("ftfy", "symbol_lines")]
+    texts = ["Menü\n|\n| |\nschÃ¶n &amp; gut\x00", "x | y\n|", "nothing to do\r\nhere", ""]
+    batch, _ = Chain(ops, "filter")(pa.table({"text": texts}))
+    assert batch.drop_columns(["filter_reason"]).to_pylist() == [
+        {"text": "Menü\n\n\nschön & gut", "ftfy_fixed": True, "symbol_lines_removed": 2},
+        {"text": "x | y\n\n", "ftfy_fixed": False, "symbol_lines_removed": 1},
+        {"text": "nothing to do\r\nhere", "ftfy_fixed": False, "symbol_lines_removed": 0},
+        {"text": "", "ftfy_fixed": False, "symbol_lines_removed": 0},
+    ]
+
+
+def test_last_touches_agree_with_datatrove_on_real_pages(real_texts):
+    need("datatrove", "compare")
+    from datatrove.pipeline.formatters import FTFYFormatter, SymbolLinesFormatter
+
+    barred = [t for t in real_texts if "|" in t]
+    assert len(barred) >= 10
+    ops = [build(name, RECIPE.operator_params(name), Storage()) for name in ("ftfy", "symbol_lines")]
+    ours, _ = Chain(ops, "filter")(pa.table({"text": barred}))
+    ftfy, lines = FTFYFormatter(), SymbolLinesFormatter(symbols_to_remove=["|"], replace_char="\n")
+    assert ours.column("text").to_pylist() == [lines.format(ftfy.format(t)) for t in barred]
+    assert sum(ours.column("symbol_lines_removed").to_pylist()) > 0
