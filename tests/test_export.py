@@ -259,3 +259,17 @@ def test_curriculum_phases(ray_local, mixture, tokenizer, tmp_path):
     final = manifest["phases"][-1]
     assert 0.17 <= final["tokens"] / manifest["tokens"] <= 0.23 and final["fraction"] == round(
         final["tokens"] / manifest["tokens"], 4)
+
+
+def test_fast_bpe_gives_the_tokenizers_ids(tokenizer, real_texts):
+    """tiktoken's core over the byte-level BPE gives the tokenizers library's ids (an added token's string in a
+    text included), and the export's encode is the same with it and without."""
+    from operators.export.tokenize import ExportTokenizer
+
+    texts = [*real_texts[:100], f"{real_texts[0][:300]}</s> and <s>{real_texts[1][:100]}"]
+    fast, slow = ExportTokenizer(tokenizer), ExportTokenizer(tokenizer, fast=False)
+    assert fast.engine == "tiktoken" and slow.engine == "tokenizers"
+    assert [a.tolist() for a in fast.fast_bpe.encode(texts)] == [
+        e.ids for e in slow.backend.encode_batch(texts, add_special_tokens=False)]
+    (tokens, lengths), (same, same_lengths) = fast.encode(texts), slow.encode(texts)
+    assert np.array_equal(tokens, same) and np.array_equal(lengths, same_lengths) and tokens[lengths[0] - 1] == 1

@@ -11,7 +11,7 @@ from operators.io.storage import Storage
 def check(recipe: ExportRecipe) -> ExportTokenizer:
     """Load the tokenizer once here (a missing folder or unknown hub id fails now, in one line); return it."""
     files_exist({"tokenizer": recipe.tokenizer})
-    tokenizer = ExportTokenizer(recipe.tokenizer, recipe.eos)
+    tokenizer = ExportTokenizer(recipe.tokenizer, recipe.eos, recipe.fast_bpe)
     try:
         tokenizer.backend  # noqa: B018 - loads it
     except (OSError, ValueError) as err:

@@ -46,7 +46,8 @@ def _hash(value) -> str:
 def tokenizer_info(recipe: ExportRecipe, tokenizer: ExportTokenizer) -> dict:
     writer = megatron if recipe.format == "megatron" else datatrove_ds
     return {"name": recipe.tokenizer, "sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size,
-            "eos_id": tokenizer.eos_id, "dtype": writer.dtype_for(tokenizer.vocab_size).name}
+            "eos_id": tokenizer.eos_id, "dtype": writer.dtype_for(tokenizer.vocab_size).name,
+            "engine": tokenizer.engine}
 
 
 def _settings(recipe: ExportRecipe, info: dict) -> str:

@@ -37,7 +37,7 @@ def manifest(storage: Storage, recipe: ExportRecipe, plan: dict, tokenizer: dict
         phase["fraction"] = round(phase["tokens"] / tokens, 4) if tokens else 0.0
     return {"format": recipe.format, "dtype": tokenizer["dtype"], "seed": recipe.seed,
             "shard_tokens": recipe.shard_tokens, "weights": recipe.weights, "eos": recipe.eos,
-            "tokenizer": {k: tokenizer[k] for k in ("name", "sha256", "vocab_size", "eos_id")},
+            "tokenizer": {k: tokenizer[k] for k in ("name", "sha256", "vocab_size", "eos_id", "engine")},
             "curriculum": recipe.curriculum.model_dump() if recipe.curriculum else None,
             "inputs": plan["inputs"], "shards": shards, "documents": sum(s["documents"] for s in shards),
             "tokens": tokens,

@@ -44,6 +44,7 @@ class ExportRecipe(Strict):
     seed: int = Field(0, ge=0)
     shard_tokens: int = Field(1 << 30, ge=1, description="tokens per output shard, about")
     weights: dict[str, float] = Field(default_factory=dict, description="copies per source kind (default 1.0)")
+    fast_bpe: bool = Field(True, description="run a byte-level BPE by tiktoken's core where it gives the same ids")
     batch_size: int = Field(1024, ge=1, description="documents per tokenizer call")
     curriculum: Curriculum | None = None
     keep_work: bool = Field(False, description="keep _work/ (the token caches) after the export is written")

@@ -102,7 +102,7 @@ def tokenize_file(raw: dict, key: str, uri: str, settings: str) -> dict:
     """Tokenize and key one input file; write its cache, then its ledger entry (returned)."""
     recipe = ExportRecipe.model_validate(raw)
     storage = Storage(**recipe.storage.model_dump())
-    tokenizer = ExportTokenizer(recipe.tokenizer, recipe.eos)
+    tokenizer = ExportTokenizer(recipe.tokenizer, recipe.eos, recipe.fast_bpe)
     identity = storage.stat(uri)
     fs, inner = storage.filesystem(uri)
     bad: Counter = Counter()

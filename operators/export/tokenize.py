@@ -8,17 +8,20 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import chain
 
 import numpy as np
+
+from operators.export.fast_bpe import FastBPE, fast_bpe
 
 
 @dataclass(frozen=True)
 class ExportTokenizer:
-    """``name`` (folder or hub id) and ``eos``: True for the tokenizer's own EOS, False for none, or a token."""
+    """``name`` (folder or hub id) and ``eos``: True for the tokenizer's own EOS, False for none, or a token;
+    ``fast``: run a byte-level BPE by tiktoken's core where that gives the same ids (``fast_bpe.py``)."""
 
     name: str
     eos: bool | str = True
+    fast: bool = True
 
     @cached_property
     def _loaded(self) -> tuple:
@@ -44,6 +47,14 @@ class ExportTokenizer:
         return self._loaded[0]
 
     @cached_property
+    def fast_bpe(self) -> FastBPE | None:
+        return fast_bpe(self.backend) if self.fast else None
+
+    @property
+    def engine(self) -> str:
+        return "tiktoken" if self.fast_bpe is not None else "tokenizers"
+
+    @cached_property
     def eos_id(self) -> int | None:
         """The id appended after each document (None: nothing appended)."""
         if self.eos is False:
@@ -66,14 +77,12 @@ class ExportTokenizer:
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(flat uint32 tokens, int64 length per document), EOS included; no other special tokens are added
         (as Megatron-LM's preprocess_data.py: the tokens of the text, then the end of document)."""
-        ids = [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        if self.fast_bpe is not None:
+            ids = self.fast_bpe.encode(texts)
+        else:
+            ids = [np.array(e.ids, np.uint32) for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         lengths = np.fromiter(map(len, ids), np.int64, count=len(ids))
-        flat = np.fromiter(chain.from_iterable(ids), np.uint32, count=int(lengths.sum()))
         if self.eos_id is None:
-            return flat, lengths
-        out = np.full(len(flat) + len(ids), self.eos_id, np.uint32)
-        ends = np.cumsum(lengths + 1)
-        keep = np.ones(len(out), bool)
-        keep[ends - 1] = False
-        out[keep] = flat
-        return out, lengths + 1
+            return np.concatenate(ids or [np.zeros(0, np.uint32)]), lengths
+        eos = np.array([self.eos_id], np.uint32)
+        return np.concatenate([part for doc in ids for part in (doc, eos)] or [eos[:0]]), lengths + 1
