@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.curate_throughput import print_table
 from benchmarks.real_pages import DEFAULT_WARC, real_texts
 from operators.export.tokenize import ExportTokenizer
 
@@ -88,10 +89,9 @@ def tokenize_rows(texts: list[str], tokenizer_path: str) -> list[tuple]:
                 folder = Path(tmp) / f"{number}-{run}"
                 folder.mkdir()
                 best[name] = min(best[name], fn(texts, tokenizer_path, folder))
-    return [(f"tokenize + EOS + write, 1 core (ours, {engine})", len(texts), mb, best["ours"]),
-            ("tokenize + EOS + write, 1 core (ours, tokenizers library)", len(texts), mb,
-             best["ours, tokenizers library"]),
-            ("tokenize + EOS + write, 1 core (datatrove DocumentTokenizer)", len(texts), mb, best["datatrove"])]
+    return [(f"tokenize+EOS+write (ours, {engine})", len(texts), mb, best["ours"]),
+            ("tokenize+EOS+write (ours, tokenizers)", len(texts), mb, best["ours, tokenizers library"]),
+            ("tokenize+EOS+write (datatrove)", len(texts), mb, best["datatrove"])]
 
 
 def job_row(texts: list[str], tokenizer_path: str, folder: Path) -> tuple:
@@ -114,7 +114,7 @@ def job_row(texts: list[str], tokenizer_path: str, folder: Path) -> tuple:
     if done.returncode:
         raise SystemExit(f"jobs.export failed: {done.stderr[-2000:]}")
     shards = json.loads(done.stdout.strip().splitlines()[-1])["shards"]
-    return (f"export job, {shards} shard(s), {os.cpu_count()} cores (command)", len(texts),
+    return (f"export job ({shards} shard(s), {os.cpu_count()} cores, the command)", len(texts),
             sum(len(t.encode()) for t in texts) / 1e6, seconds)
 
 
@@ -132,14 +132,6 @@ def train_tokenizer(texts: list[str], folder: Path) -> str:
     return str(folder)
 
 
-def print_table(rows: list[tuple]) -> None:
-    print(f"| {'stage':<62} | {'docs':>6} | {'MB':>6} | {'seconds':>8} | docs/s | MB/s |")
-    print(f"|{'-' * 64}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 8}|{'-' * 6}|")
-    for name, docs, mb, seconds in rows:
-        print(f"| {name:<62} | {docs:>6} | {mb:>6.1f} | {seconds:>8.2f} | {docs / seconds:>6.0f} | "
-              f"{mb / seconds:>4.1f} |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warc", type=Path, default=DEFAULT_WARC)
@@ -153,11 +145,12 @@ def main() -> None:
     try:
         tokenizer = args.tokenizer or train_tokenizer(texts, work / "tokenizer")
         rows = tokenize_rows(texts, tokenizer)
-        rows.append(job_row(texts * args.copies, tokenizer, work))
+        job = job_row(texts * args.copies, tokenizer, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(rows)
     print(f"ours / datatrove, tokens per second per core: {rows[2][3] / rows[0][3]:.2f}x")
+    print(f"{job[0]}: {job[1]} docs, {job[2]:.1f} MB in {job[3]:.2f} s")
 
 
 if __name__ == "__main__":
