@@ -207,17 +207,18 @@ def test_int32_writer(tmp_path):
 def test_killed_export_resumes_to_the_same_bytes(exported, mixture, tokenizer, tmp_path):
     """The README command, killed once its first shard is written, then run again: exit 0, and the shards are
     byte-identical to an uninterrupted run's."""
-    output = tmp_path / "resumed"
+    output = Path(os.path.relpath(tmp_path / "resumed", ROOT))  # as a user types it, relative to the checkout
     command = [sys.executable, "-m", "jobs.export", "--config", RECIPE, "--set", f"input={mixture[0]}",
                "--set", f"output={output}", "--set", f"tokenizer={tokenizer}", "--set", "shard_tokens=20000",
                "--set", f"weights={json.dumps(WEIGHTS)}", "--set", "ray.num_cpus=1"]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
-    ledger = output / "_ledger" / "shards"
+    ledger = ROOT / output / "_ledger" / "shards"
     while process.poll() is None and not (ledger.exists() and any(ledger.iterdir())):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    output = ROOT / output
     assert not (output / "manifest.json").exists()
     done = subprocess.run(command[:-2], cwd=ROOT, capture_output=True, text=True, timeout=300)  # Ray's defaults
     assert done.returncode == 0, done.stderr[-2000:]
@@ -273,3 +274,17 @@ def test_fast_bpe_gives_the_tokenizers_ids(tokenizer, real_texts):
         e.ids for e in slow.backend.encode_batch(texts, add_special_tokens=False)]
     (tokens, lengths), (same, same_lengths) = fast.encode(texts), slow.encode(texts)
     assert np.array_equal(tokens, same) and np.array_equal(lengths, same_lengths) and tokens[lengths[0] - 1] == 1
+
+
+def test_s3_input_and_output(ray_local, exported, mixture, tokenizer, s3_server, s3_client, tmp_path):
+    """The mixture read from S3 and the shards written there are byte-identical to the local export's."""
+    s3_client.create_bucket(Bucket="export")
+    for path in mixture[0].rglob("*"):
+        if path.is_file():
+            s3_client.upload_file(str(path), "export", f"run/{path.relative_to(mixture[0])}")
+    stats = run(recipe("s3://export/run", "s3://export/out", tokenizer, f"storage.endpoint_url={s3_server}"))
+    listed = s3_client.list_objects_v2(Bucket="export", Prefix="out/")["Contents"]
+    assert not [o["Key"] for o in listed if "/_work/" in o["Key"]]
+    remote = {o["Key"].removeprefix("out/"): s3_client.get_object(Bucket="export", Key=o["Key"])["Body"].read()
+              for o in listed if o["Key"].endswith((".bin", ".idx"))}
+    assert remote == shard_bytes(exported) and stats["shards"] == len(remote) // 2

@@ -25,7 +25,7 @@ from jobs.export.checks import check
 from jobs.export.manifest import manifest
 from jobs.export.recipe import ExportRecipe
 from jobs.export.shards import shard_files
-from jobs.export.sources import input_files
+from jobs.export.sources import input_files, names_under
 from jobs.export.tokens import cache_paths
 from operators.export import datatrove_ds, megatron
 from operators.export.keys import BINS
@@ -80,8 +80,8 @@ def run(recipe: ExportRecipe) -> dict:
             return _stats(json.loads(storage.read_bytes(done)), done, started)
         if plan is None or _missing_shards(storage, recipe, plan):
             start_ray(recipe.ray)
+            caches = _tokenize(storage, recipe, files, settings)  # none to do if the plan's caches are all there
             if plan is None:
-                caches = _tokenize(storage, recipe, files, settings)
                 plan = _plan(storage, recipe, caches, fingerprint)
             _write_shards(storage, recipe, plan, info)
         result = manifest(storage, recipe, plan, info)
@@ -136,7 +136,7 @@ def _tokenize(storage: Storage, recipe: ExportRecipe, files: dict[str, str], set
     from jobs.export.tokens import tokenize_file
 
     ledger = join(recipe.output, "_ledger", "tokens")
-    recorded = {p[len(ledger) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
+    recorded = set(names_under(storage, ledger, storage.walk(ledger, ".json"), ".json"))
     for key in sorted(recorded & set(files)):
         entry = json.loads(storage.read_bytes(join(ledger, f"{key}.json")))
         if entry.get("settings") != settings or not all(storage.exists(p) for p in entry["outputs"].values()):

@@ -8,7 +8,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from jobs.common.recipe import RayCluster, StorageConfig, job_field
+from operators.export.kinds import KINDS
 from operators.params import Strict
+
+KIND_NAMES = {"real", *KINDS.values()}
 
 
 class FinalPhase(Strict):
@@ -56,4 +59,11 @@ class ExportRecipe(Strict):
         bad = {k: v for k, v in self.weights.items() if v < 0}
         if bad:
             raise ValueError(f"weights: must be >= 0, got {bad}")
+        named = {"weights": list(self.weights)}
+        if self.curriculum and self.curriculum.final:
+            named["curriculum.final.kinds"] = self.curriculum.final.kinds
+        for key, kinds in named.items():
+            unknown = sorted(set(kinds) - KIND_NAMES)
+            if unknown:
+                raise ValueError(f"{key}: unknown kind(s) {unknown}; the kinds are {sorted(KIND_NAMES)}")
         return self

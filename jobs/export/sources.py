@@ -21,10 +21,15 @@ def input_files(storage: Storage, root: str) -> dict[str, str]:
         sources = json.loads(storage.read_bytes(mixture))["sources"]
         base = sources[0].rstrip("/").rsplit("/", 1)[0]
         folders = [join(root, s.rstrip("/").removeprefix(base)) for s in sources]
-    prefix = _inner(storage, root)
     found = {}
     for folder in folders:
-        for uri in storage.walk(folder, ".parquet"):
-            inner = uri.removeprefix("s3://") if is_s3(uri) else uri
-            found[inner[len(prefix):].strip("/").removesuffix(".parquet")] = uri
+        found.update(names_under(storage, root, storage.walk(folder, ".parquet"), ".parquet"))
     return dict(sorted(found.items()))
+
+
+def names_under(storage: Storage, root: str, uris: list[str], suffix: str) -> dict[str, str]:
+    """``{path under root without suffix: uri}`` of ``uris`` as ``Storage.walk`` gave them (absolute local
+    paths, whatever form ``root`` has)."""
+    prefix = _inner(storage, root)
+    return {(uri.removeprefix("s3://") if is_s3(uri) else uri)[len(prefix):].strip("/").removesuffix(suffix): uri
+            for uri in uris}
