@@ -288,3 +288,20 @@ def test_s3_input_and_output(ray_local, exported, mixture, tokenizer, s3_server,
     remote = {o["Key"].removeprefix("out/"): s3_client.get_object(Bucket="export", Key=o["Key"])["Body"].read()
               for o in listed if o["Key"].endswith((".bin", ".idx"))}
     assert remote == shard_bytes(exported) and stats["shards"] == len(remote) // 2
+
+
+def test_unreadable_file_is_named_and_the_rest_resumes(ray_local, mixture, tokenizer, tmp_path):
+    """A folder of Parquet documents (no mixture.json) with one damaged file: the others are tokenized, the job
+    stops naming the damaged one; once it is removed a re-run finishes from what was done."""
+    import shutil
+
+    folder = tmp_path / "docs"
+    shutil.copytree(mixture[0] / "quality", folder)
+    (folder / "CC-MAIN-2024-10" / "damaged.parquet").write_bytes(b"PAR1 not really")
+    output = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="1 input file.s. failed, first CC-MAIN-2024-10/damaged: "):
+        run(recipe(folder, output, tokenizer))
+    assert sorted(p.name for p in (output / "_ledger" / "tokens" / "CC-MAIN-2024-10").iterdir()) == [
+        "shard-00000.json", "shard-00001.json"]
+    (folder / "CC-MAIN-2024-10" / "damaged.parquet").unlink()
+    assert run(recipe(folder, output, tokenizer))["documents"] == 59 + 2

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from jobs.common.checks import check_parquet_input
 from jobs.common.cli import job_main, start_ray
 from jobs.common.progress import Progress
 from jobs.export.checks import check
@@ -59,6 +60,7 @@ def _settings(recipe: ExportRecipe, info: dict) -> str:
 def run(recipe: ExportRecipe) -> dict:
     """Run the job; return its summary (the manifest has the rest)."""
     tokenizer = check(recipe)
+    check_parquet_input(recipe)  # before the run lock makes the output folder
     storage = Storage(**recipe.storage.model_dump())
     with RunLock(storage, recipe.output):
         started = time.time()
@@ -147,11 +149,8 @@ def _tokenize(storage: Storage, recipe: ExportRecipe, files: dict[str, str], set
         log.info("%d input file(s) changed since they were tokenized: redone", len(changed))
     task = ray.remote(num_cpus=1)(tokenize_file)
     raw = recipe.model_dump()
-    pending = [task.remote(raw, key, files[key], settings) for key in todo]
-    progress = Progress("export tokenize", len(pending))
-    while pending:
-        ready, pending = ray.wait(pending)
-        progress.shard_done(ray.get(ready[0])["summary"]["docs"])
+    tasks = {task.remote(raw, key, files[key], settings): key for key in todo}
+    _wait(tasks, Progress("export tokenize", len(tasks)), lambda entry: entry["summary"]["docs"], "input file")
     return [{"name": key, **cache_paths(recipe.output, key)} for key in files]
 
 
@@ -210,11 +209,26 @@ def _write_shards(storage: Storage, recipe: ExportRecipe, plan: dict, info: dict
     task = ray.remote(num_cpus=1)(write_shard)
     raw = recipe.model_dump()
     caches = ray.put(plan["caches"])
-    pending = [task.remote(raw, shard, caches, info) for shard in todo]
-    progress = Progress("export shards", len(pending))
+    tasks = {task.remote(raw, shard, caches, info): shard["name"] for shard in todo}
+    _wait(tasks, Progress("export shards", len(tasks)), lambda entry: entry["documents"], "shard")
+
+
+def _wait(tasks: dict, progress: Progress, docs, what: str) -> None:
+    """Wait for every task (``{ref: name}``), logging progress; then RuntimeError naming the failed ones, if any
+    (their ledger entries are missing, so a re-run does them again)."""
+    import ray
+
+    pending, failed = list(tasks), []
     while pending:
         ready, pending = ray.wait(pending)
-        progress.shard_done(ray.get(ready[0])["documents"])
+        try:
+            progress.shard_done(docs(ray.get(ready[0])))
+        except Exception as err:  # noqa: BLE001 - reported with the others once every task is done
+            reason = " ".join(str(getattr(err, "cause", None) or err).split())[:500]
+            log.error("%s %s failed: %s", what, tasks[ready[0]], reason)
+            failed.append(f"{tasks[ready[0]]}: {reason}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} {what}(s) failed, first {failed[0]}")
 
 
 def main(argv: list[str] | None = None) -> int:
