@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from operators.decontam.index import EvalIndex
 from operators.decontam.ngrams import ngram_hashes
 from operators.decontam.words import words
 from operators.quality.summary import token_counts
-from tests.conftest import ROOT
+from tests.conftest import ROOT, need
 
 RECIPE = str(ROOT / "jobs" / "recipes" / "decontaminate.yaml")
 QUESTION = ("Which river carries the most water of any river in the world when measured by its average discharge "
@@ -64,6 +65,15 @@ def test_datatrove_words_fold_numbers_punctuation_and_diacritics():
     assert ngrams_of("Ünïcödé 42 x", "datatrove", 2) == ["unicode 0", "0 x"]
 
 
+def test_datatrove_words_are_simplify_texts_on_real_pages(real_texts):
+    need("datatrove", "compare")
+    from datatrove.utils.text import simplify_text
+
+    w = words(real_texts, "datatrove")
+    assert [w.normalised(a, b - a) for a, b in zip(w.offsets[:-1], w.offsets[1:], strict=True)] == [
+        simplify_text(t) for t in real_texts]
+
+
 def test_words_keep_their_place_in_the_original_text():
     texts = ["  Some text, here.", "", "next TEXT"]
     w = words(texts, "nemo")
@@ -98,7 +108,9 @@ def _plant(text: str, passage: str, where: str) -> tuple[str, int]:
 def corpus(real_texts, tmp_path_factory, s3_client, s3_server):
     """Three shards of 60 real pages with planted passages, the evaluation files (one on S3), what was planted."""
     root = tmp_path_factory.mktemp("decontam")
-    texts = [t for t in real_texts if len(t) > 600][: PER_SHARD * len(SHARDS) - 1]
+    # other whitespace than ASCII made spaces: Arrow's whitespace split (token counts) leaves empty tokens at some
+    # U+00A0, which Python's does not
+    texts = [re.sub(r"[^\S\n\t ]", " ", t) for t in real_texts if len(t) > 600][: PER_SHARD * len(SHARDS) - 1]
     planted: dict[int, tuple[str, int, str]] = {}  # doc -> (benchmark, passage start, passage)
     for k, doc in enumerate(QUIZ_DOCS):
         passage = PLANTED[k % len(PLANTED)]
@@ -211,8 +223,8 @@ def _expected_cut(text: str, at: int, length: int, span: int) -> str:
     return "\n".join(p for p in (text[:lo].strip(), text[hi:].strip()) if p)
 
 
-def test_spans_mode_cuts_the_passage_and_200_characters_around_it(corpus, ray_local):
-    stats = run(recipe_for(corpus, "spans", "mode=spans"))
+def test_spans_mode_cuts_the_passage_and_200_characters_around_it_datatrove_words(corpus, ray_local):
+    stats = run(recipe_for(corpus, "spans", "mode=spans", "normalisation=datatrove", "ngram=12"))
     texts, planted = corpus["texts"], corpus["planted"]
     kept, rejected = read(corpus["root"] / "spans"), read(corpus["root"] / "spans" / "_rejected")
     alone = len(texts) - 1
@@ -220,7 +232,8 @@ def test_spans_mode_cuts_the_passage_and_200_characters_around_it(corpus, ray_lo
     for doc, (_, at, passage) in planted.items():
         if doc == alone:
             continue
-        assert kept[doc_id(doc)]["text"] == _expected_cut(texts[doc], at, len(passage), 200)
+        # the match ends at the passage's last word: a full stop after it is punctuation, no part of the word
+        assert kept[doc_id(doc)]["text"] == _expected_cut(texts[doc], at, len(passage.rstrip(".")), 200)
         [span] = rejected[doc_id(doc)]["decontam_spans"]
         assert passage in span and rejected[doc_id(doc)]["decontam_action"] == "spans"
     assert rejected[doc_id(alone)]["decontam_action"] == "document"
@@ -251,4 +264,8 @@ def test_unknown_key_and_missing_eval_file_stop_at_start(corpus, tmp_path, capsy
     assert main([*base]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: evals[0].path: data/evals/mmlu.jsonl does not exist"
+    trivia = "{name: t, path: 's3://evals/trivia.parquet', fields: [text, answer]}"
+    assert main([*base, "--set", f"evals=[{trivia}]", "--set", f"storage.endpoint_url={corpus['endpoint']}"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: evals[0].fields: s3://evals/trivia.parquet has no column(s) "
+                                               "answer (its columns: text, id)")
     assert not (tmp_path / "out").exists()

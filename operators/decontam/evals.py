@@ -32,16 +32,23 @@ def _joined(row: dict, fields: list[str], bad: Counter) -> str | None:
     return " ".join(present) if present else None
 
 
+def missing_columns(storage: Storage, path: str, fields: list[str]) -> str | None:
+    """What a Parquet evaluation file lacks of ``fields``, as one line; None when it has them all."""
+    fs, inner = storage.filesystem(path)
+    names = pq.read_schema(inner, filesystem=fs).names
+    missing = [f for f in fields if f not in names]
+    return f"{path} has no column(s) {', '.join(missing)} (its columns: {', '.join(names)})" if missing else None
+
+
 def read_texts(storage: Storage, path: str, fields: list[str]) -> tuple[list[str], Counter]:
     """Each row's ``fields`` joined by a space, in order, and the bad rows counted by reason (a line that is
     not a JSON object, a missing field); a row with none of the fields gives no text."""
     bad: Counter = Counter()
     if path.endswith(".parquet"):
+        problem = missing_columns(storage, path, fields)
+        if problem:
+            raise ValueError(problem)
         fs, inner = storage.filesystem(path)
-        names = pq.read_schema(inner, filesystem=fs).names
-        missing = [f for f in fields if f not in names]
-        if missing:
-            raise ValueError(f"{path} has no column(s) {', '.join(missing)} (its columns: {', '.join(names)})")
         rows = pq.read_table(inner, filesystem=fs, columns=fields).to_pylist()
     else:
         rows = []
