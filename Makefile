@@ -64,7 +64,7 @@ test: install browser
 # secrets; the tests marked chaos (minutes each) run only here
 CHAOS_TESTS := tests/test_read_faults.py tests/test_curate_faults.py tests/test_hostile_pages.py \
 	tests/test_parts.py tests/test_run_lock.py tests/test_secrets.py tests/test_engine_errors.py \
-	tests/test_ray_faults.py tests/test_kill_resume.py
+	tests/test_ray_faults.py tests/test_kill_resume.py tests/test_export.py
 chaos: install
 	$(PY) -m pytest $(CHAOS_TESTS)
 
@@ -136,6 +136,7 @@ classify: install
 
 bench: install
 	$(PY) -m benchmarks.curate_throughput
+	$(PY) -m benchmarks.export_throughput
 
 bench-llm-driver: install
 	$(PY) -m benchmarks.llm_driver_memory

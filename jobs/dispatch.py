@@ -30,6 +30,8 @@ JOBS = {
     "dedup": Job("jobs.dedup", "jobs.dedup.recipe:DedupRecipe", ("input", False), "output"),
     "classify": Job("jobs.classify", "jobs.classify.recipe:QualityRecipe", ("input", False), "output"),
     "synthesize": Job("jobs.synthesize", "jobs.synthesize.recipe:SynthRecipe", ("input", False), "output"),
+    "decontaminate": Job("jobs.decontaminate", "jobs.decontaminate.recipe:DecontamRecipe", ("input", False), "output"),
+    "export": Job("jobs.export", "jobs.export.recipe:ExportRecipe", ("input", False), "output"),
     "pipeline": Job("jobs.pipeline", "jobs.pipeline.recipe:MixtureRecipe", ("input", True), "root"),
     "sentinel": Job("jobs.sentinel", "jobs.sentinel.job:Schedule", None, "root"),
 }

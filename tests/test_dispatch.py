@@ -14,7 +14,7 @@ SHIPPED = {"dclm.yaml": "curate", "fineweb.yaml": "curate", "fineweb2.yaml": "cu
            "quality-cpu.yaml": "classify", "quality-llm.yaml": "classify", "prox.yaml": "synthesize",
            "rephrase-nemotron.yaml": "synthesize", "rephrase-wrap.yaml": "synthesize", "rewire.yaml": "synthesize",
            "tpt.yaml": "synthesize", "mixture.yaml": "pipeline", "mixture-cpu.yaml": "pipeline",
-           "schedule.yaml": "sentinel"}
+           "schedule.yaml": "sentinel", "decontaminate.yaml": "decontaminate", "export.yaml": "export"}
 
 
 def _copy(tmp_path, name: str, **changes) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-JOBS = ("curate", "dedup", "classify", "synthesize", "pipeline", "sentinel", "report", "plan")
+JOBS = ("curate", "dedup", "classify", "synthesize", "decontaminate", "export", "pipeline", "sentinel", "report",
+        "plan")
 
 
 def modules(root: Path, tops: tuple[str, ...]) -> dict[str, Path]:

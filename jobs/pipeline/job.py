@@ -26,12 +26,12 @@ from jobs.common.cli import job_main, start_ray
 from jobs.common.recipe import load_model
 from jobs.pipeline.checks import StageRecipe, check_stages
 from jobs.pipeline.recipe import MixtureRecipe
+from operators.export.kinds import kind_of
 from operators.io.ledger import check_fence
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 
 log = logging.getLogger("cc_refinery.pipeline")
-KINDS = {"rephrase": "rephrased", "rewrite": "rewritten", "refine": "refined", "think": "thought"}
 
 
 def _fingerprint(storage: Storage, ledger: str) -> str:
@@ -103,7 +103,7 @@ def _count(raw: dict):
         for task, prompt, crawl, language, reps, n in zip(
                 column("synth_task"), column("synth_prompt"), column("crawl"), column("language"),
                 column("rehydration_repeats"), tokens.tolist(), strict=True):
-            key = json.dumps([KINDS.get(task, "real") if row["synthetic"] else "real", prompt, crawl, language])
+            key = json.dumps([kind_of(task) if row["synthetic"] else "real", prompt, crawl, language])
             total = counts.setdefault(key, [0, 0, 0])
             total[0] += 1
             total[1] += n

@@ -1,4 +1,4 @@
-"""Which kind of document a row is, from its ``synth_task`` (the mixture's table; a job may not import another)."""
+"""Which kind of document a row is, from its ``synth_task``: the table the mixture manifest and the export share."""
 
 from __future__ import annotations
 
