@@ -242,6 +242,19 @@ def test_spans_mode_cuts_the_passage_and_200_characters_around_it_datatrove_word
         tokens(texts[d]) - tokens(kept[doc_id(d)]["text"]) for d in TRIVIA_DOCS)}
 
 
+def test_an_unreadable_shard_is_named_and_nothing_is_removed_without_its_counts(corpus, ray_local, tmp_path):
+    (tmp_path / "in" / "CC-MAIN-2024-22").mkdir(parents=True)
+    (tmp_path / "in" / "CC-MAIN-2024-22" / "s0.parquet").write_bytes(
+        (corpus["root"] / "in" / "CC-MAIN-2024-22" / "s0.parquet").read_bytes())
+    (tmp_path / "in" / "CC-MAIN-2024-22" / "zz.parquet").write_bytes(b"PAR1 not parquet")
+    recipe = recipe_for(corpus, "unused", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}")
+    with pytest.raises(RuntimeError, match=r"1 shard\(s\) failed \(0 of 2 finished\): CC-MAIN-2024-22/zz: cannot read"):
+        run(recipe)
+    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())
+    assert [f["shard"] for f in stats["failed"]] == ["CC-MAIN-2024-22/zz"] and stats["shards"] == 0
+    assert not (tmp_path / "out" / "CC-MAIN-2024-22").exists()
+
+
 def test_readme_command_runs_the_shipped_recipe(corpus):
     out = corpus["root"] / "cli"
     done = subprocess.run([sys.executable, "-m", "jobs.decontaminate", "--config", RECIPE,

@@ -152,10 +152,15 @@ def _error(err: Exception) -> str:
 def _plan(recipe: DecontamRecipe, storage: Storage) -> tuple[dict[str, str], list[str]]:
     """(input shards by key, keys without a finished ledger entry), after checking the input's columns."""
     paths = {shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
-    fs, inner = storage.filesystem(next(iter(paths.values())))
-    missing = [c for c in ("id", "text") if c not in pq.read_schema(inner, filesystem=fs).names]
+    first = next(iter(paths.values()))
+    fs, inner = storage.filesystem(first)
+    try:
+        names = pq.read_schema(inner, filesystem=fs).names
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"input: cannot read {first}: {' '.join(str(err).split())}") from None
+    missing = [c for c in ("id", "text") if c not in names]
     if missing:
-        raise ValueError(f"input: {next(iter(paths.values()))} has no column(s) {', '.join(missing)}")
+        raise ValueError(f"input: {first} has no column(s) {', '.join(missing)}")
     storage.sweep_staging(recipe.output)
     ledger = join(recipe.output, "_ledger")
     recorded = {p[len(ledger) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
@@ -199,9 +204,15 @@ def _passes(recipe: DecontamRecipe, storage: Storage, paths: dict[str, str], tod
     raw = recipe.model_dump()
     index, meta = _index(recipe, storage, index_id)
     totals: dict[int, list] = {}
-    for result in ray.get([ray.remote(count_shard).remote(raw, k, p, index, index_id) for k, p in paths.items()]):
-        for entry, (docs, ngram, bench) in result["counts"].items():
-            totals.setdefault(int(entry), [0, ngram, bench])[0] += docs
+    counting = {ray.remote(count_shard).remote(raw, k, p, index, index_id): k for k, p in paths.items()}
+    for ref, key in counting.items():
+        try:
+            for entry, (docs, ngram, bench) in ray.get(ref)["counts"].items():
+                totals.setdefault(int(entry), [0, ngram, bench])[0] += docs
+        except Exception as err:  # noqa: BLE001 - every shard's failure is named
+            failed.append({"shard": key, "error": _error(err)})
+    if failed:  # the documents per n-gram need every shard: nothing is removed without them
+        return {"index": meta}
     ignored = sorted(e for e, (docs, _, _) in totals.items() if docs > recipe.max_doc_hits)
     ignored_id = _digest(ignored)
     todo = todo + _stale(storage, recipe.output, [k for k in paths if k not in todo], index_id, ignored_id)
@@ -247,7 +258,8 @@ def _decontaminate(recipe: DecontamRecipe, storage: Storage) -> dict:
              "failed": failed}
     storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
     if failed:
-        raise RuntimeError(f"{len(failed)} shard(s) not finished: {failed[0]['error']}")
+        raise RuntimeError(f"{len(failed)} shard(s) failed ({len(done)} of {len(paths)} finished): "
+                           f"{failed[0]['shard']}: {failed[0]['error']}")
     return stats
 
 
