@@ -274,6 +274,9 @@ def test_fast_bpe_gives_the_tokenizers_ids(tokenizer, real_texts):
         e.ids for e in slow.backend.encode_batch(texts, add_special_tokens=False)]
     (tokens, lengths), (same, same_lengths) = fast.encode(texts), slow.encode(texts)
     assert np.array_equal(tokens, same) and np.array_equal(lengths, same_lengths) and tokens[lengths[0] - 1] == 1
+    fast.fast_bpe.ids = fast.fast_bpe.ids[::-1].copy()  # a core that no longer agrees: the checked texts catch it
+    with pytest.raises(RuntimeError, match="set fast_bpe: false"):
+        fast.fast_bpe.encode(texts[1:])
 
 
 def test_s3_input_and_output(ray_local, exported, mixture, tokenizer, s3_server, s3_client, tmp_path):
