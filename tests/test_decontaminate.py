@@ -212,6 +212,10 @@ def test_a_rerun_does_nothing_new_and_gives_the_same_output(corpus, document_run
     assert again["index"]["reused"]
     strip = ("wall_seconds", "index")
     assert {k: v for k, v in again.items() if k not in strip} == {k: v for k, v in stats.items() if k not in strip}
+    common = run(recipe.model_copy(update={"max_doc_hits": 11}))  # the 11 pages' n-gram is no longer boilerplate
+    assert common["index"]["reused"] and common["ignored_ngrams"] == [] and common["removed"] == 11 + 11
+    assert common["benchmarks"]["quiz"]["documents"] == 8 + 11
+    assert all(p.stat().st_mtime_ns != before[p] for p in (out / "_ledger").rglob("*.json"))
 
 
 def _expected_cut(text: str, at: int, length: int, span: int) -> str:

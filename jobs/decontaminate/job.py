@@ -14,7 +14,7 @@
    and ignored.
 3. Second pass, each shard not done: the kept documents ``<output>/<crawl>/<shard>.parquet``, the removals
    ``<output>/_rejected/<crawl>/<shard>.parquet``, then the ledger entry ``<output>/_ledger/<crawl>/<shard>.json``.
-   A finished shard is redone when its input, the index or the ignored n-grams changed.
+   A finished shard is redone when its input, the index, the ignored n-grams or the removal settings changed.
 
 ``<output>/_stats.json``: documents and tokens removed per benchmark, the ignored n-grams, the index.
 """
@@ -120,7 +120,7 @@ def count_shard(raw: dict, key: str, path: str, index, index_id: str) -> dict:
     return {"shard": key, "counts": counts}
 
 
-def write_shard(raw: dict, key: str, path: str, index, ignored: list[int], index_id: str, ignored_id: str) -> dict:
+def write_shard(raw: dict, key: str, path: str, index, ignored: list[int], index_id: str, removal_id: str) -> dict:
     """Ray task, second pass: the shard's kept documents and removals, then its ledger entry."""
     from operators.decontam.shard import Hits, decontaminate
 
@@ -139,7 +139,7 @@ def write_shard(raw: dict, key: str, path: str, index, ignored: list[int], index
         storage.write_atomic(removals, lambda out: pq.write_table(rejected, out, compression=recipe.compression))
     elif storage.exists(removals):  # left by an earlier run of this shard with other hits
         storage.delete(removals)
-    entry = {"shard": key, "crawl": shard_of(path)[0], "input": identity, "index": index_id, "ignored": ignored_id,
+    entry = {"shard": key, "crawl": shard_of(path)[0], "input": identity, "index": index_id, "removal": removal_id,
              "outputs": {"data": target, "rejected": removals if rejected is not None else None}, "summary": summary}
     commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
     return {"shard": key, "docs": summary["docs"]}
@@ -170,15 +170,15 @@ def _plan(recipe: DecontamRecipe, storage: Storage) -> tuple[dict[str, str], lis
     return paths, todo
 
 
-def _stale(storage: Storage, output: str, done: list[str], index_id: str, ignored_id: str) -> list[str]:
-    """Finished shards made with another index or other ignored n-grams (so redone)."""
+def _stale(storage: Storage, output: str, done: list[str], index_id: str, removal_id: str) -> list[str]:
+    """Finished shards made with another index, other ignored n-grams or other removal settings (so redone)."""
     stale = []
     for key in done:
         entry = json.loads(storage.read_bytes(join(output, "_ledger", f"{key}.json")))
-        if (entry.get("index"), entry.get("ignored")) != (index_id, ignored_id):
+        if (entry.get("index"), entry.get("removal")) != (index_id, removal_id):
             stale.append(key)
     if stale:
-        log.info("%d finished shard(s) were made with another index or other ignored n-grams: redone", len(stale))
+        log.info("%d finished shard(s) were made with another index, ignored n-grams or mode: redone", len(stale))
     return stale
 
 
@@ -214,11 +214,12 @@ def _passes(recipe: DecontamRecipe, storage: Storage, paths: dict[str, str], tod
     if failed:  # the documents per n-gram need every shard: nothing is removed without them
         return {"index": meta}
     ignored = sorted(e for e, (docs, _, _) in totals.items() if docs > recipe.max_doc_hits)
-    ignored_id = _digest(ignored)
-    todo = todo + _stale(storage, recipe.output, [k for k in paths if k not in todo], index_id, ignored_id)
+    removal_id = _digest({"ignored": ignored, "mode": recipe.mode, "span_chars": recipe.span_chars,
+                          "max_splits": recipe.max_splits})
+    todo = todo + _stale(storage, recipe.output, [k for k in paths if k not in todo], index_id, removal_id)
     progress = Progress("decontaminate", len(todo))
     write = ray.remote(write_shard)
-    pending = {write.remote(raw, k, paths[k], index, ignored, index_id, ignored_id): k for k in todo}
+    pending = {write.remote(raw, k, paths[k], index, ignored, index_id, removal_id): k for k in todo}
     while pending:
         [ready], _ = ray.wait(list(pending), num_returns=1)
         key = pending.pop(ready)
