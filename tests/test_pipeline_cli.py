@@ -43,6 +43,10 @@ def test_a_missing_model_of_a_later_stage_stops_the_cpu_mixture_at_once(tmp_path
         "local path, and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)")
 
 
+PLANTED = ("Which planet of the solar system has the largest number of known moons orbiting it according to the "
+           "latest survey of astronomers")
+
+
 @pytest.mark.slow
 def test_the_cpu_mixture_runs_every_stage_from_local_models(tmp_path, tiny_model, tiny_bert, tiny_fasttext):
     """The README's CPU route in a user's folder: the checkout's jobs/, the user's data/ and models/."""
@@ -54,20 +58,38 @@ def test_the_cpu_mixture_runs_every_stage_from_local_models(tmp_path, tiny_model
                                                                                          tiny_fasttext)):
         (home / "models" / name).symlink_to(target)
     rng = random.Random(3)
-    pages = [{"url": f"https://town{i}.example.org/", "body": html_page(f"T{i}", rng.sample(ENGLISH, 4))}
-             for i in range(24)]
+    pages = [{"url": f"https://town{i}.example.org/", "body": html_page(f"T{i}", rng.sample(ENGLISH, 4) + (
+        [PLANTED] if i in (5, 17) else []))} for i in range(24)]
     write_warc(home / "data" / "crawl.warc.gz", pages)
+    (home / "data" / "evals").mkdir()
+    question, answer = PLANTED.split(" ", 12)[:12], PLANTED.split(" ", 12)[12]
+    (home / "data" / "evals" / "quiz.jsonl").write_text(json.dumps({"q": " ".join(question), "a": answer}) + "\n")
     env = {**user_env(), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "jobs.pipeline", "--config", "jobs/recipes/mixture-cpu.yaml"],
-                          cwd=home, env=env, capture_output=True, text=True, timeout=GENEROUS_S)
+    decontaminate = ('stages.decontaminate={recipe: jobs/recipes/decontaminate.yaml, '
+                     'set: ["evals=[{name: quiz, path: data/evals/quiz.jsonl, fields: [q, a]}]"]}')
+    done = subprocess.run([sys.executable, "-m", "jobs.pipeline", "--config", "jobs/recipes/mixture-cpu.yaml",
+                           "--set", decontaminate], cwd=home, env=env, capture_output=True, text=True,
+                          timeout=GENEROUS_S)
     assert done.returncode == 0, done.stderr[-4000:]
 
     base = home / "output" / "mixture-cpu"
     result = json.loads((base / "mixture.json").read_text())
-    quality = pads.dataset(str(base / "quality"), format="parquet").to_table()
-    buckets = quality.column("quality_bucket").to_pylist()
-    assert result["kinds"]["real"]["documents"] == quality.num_rows == json.loads(
-        (base / "dedup" / "_stats.json").read_text())["kept"] > 0
+    # decontaminated: the quality output's pages holding the planted passage are gone, none other
+    before = pads.dataset(str(base / "quality"), format="parquet").to_table()
+    planted = sum(PLANTED in text for text in before.column("text").to_pylist())
+    quality = pads.dataset(str(base / "decontam" / "quality"), format="parquet").to_table()
+    assert planted > 0 and quality.num_rows == before.num_rows - planted
+    assert not any(PLANTED in text for text in quality.column("text").to_pylist())
+    assert json.loads((base / "decontam" / "quality" / "_stats.json").read_text())["benchmarks"]["quiz"][
+        "documents"] == planted
+    assert result["sources"][0].endswith("decontam/quality")
+    # exported: every document of the mixture once (no weights, no rehydration), Megatron shards
+    exported = json.loads((base / "export" / "manifest.json").read_text())
+    assert exported["documents"] == result["documents"] and exported["format"] == "megatron"
+    assert all((base / "export" / name).exists() for shard in exported["shards"] for name in shard["files"])
+    buckets = before.column("quality_bucket").to_pylist()  # what synthesis routed on
+    assert result["kinds"]["real"]["documents"] == quality.num_rows
+    assert before.num_rows == json.loads((base / "dedup" / "_stats.json").read_text())["kept"] > 0
     answered = {}
     for name, kind in (("rephrase-nemotron", "rephrased"), ("rewire", "rewritten"), ("tpt", "thought")):
         stats = json.loads((base / "synth" / name / "_stats.json").read_text())

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 
 from jobs.classify.recipe import QualityRecipe
 from operators.io.layout import shard_key
-from operators.io.ledger import to_do
-from operators.io.storage import Storage, join
+from operators.io.ledger import pending
+from operators.io.storage import Storage
 
 log = logging.getLogger("cc_refinery.classify")
 
@@ -34,10 +34,5 @@ def plan(recipe: QualityRecipe, storage: Storage) -> tuple[dict[str, str], list[
     if not paths:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
     check_input(recipe, storage, next(iter(paths.values())))
-    storage.sweep_staging(recipe.output)
-    ledger = join(recipe.output, "_ledger")
-    recorded = {p[len(ledger) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
-    todo, changed = to_do(storage, paths, lambda k: join(ledger, f"{k}.json"), recorded)
-    log.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(paths), len(paths) - len(todo),
-             len(todo), len(changed))
+    todo, ledger = pending(storage, paths, recipe.output, log)
     return paths, todo, ledger

@@ -36,7 +36,7 @@ from jobs.common.progress import Progress
 from jobs.decontaminate.checks import check
 from jobs.decontaminate.recipe import DecontamRecipe
 from operators.io.layout import shard_key, shard_of
-from operators.io.ledger import commit_entry, to_do
+from operators.io.ledger import commit_entry, pending
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 
@@ -161,12 +161,7 @@ def _plan(recipe: DecontamRecipe, storage: Storage) -> tuple[dict[str, str], lis
     missing = [c for c in ("id", "text") if c not in names]
     if missing:
         raise ValueError(f"input: {first} has no column(s) {', '.join(missing)}")
-    storage.sweep_staging(recipe.output)
-    ledger = join(recipe.output, "_ledger")
-    recorded = {p[len(ledger) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
-    todo, changed = to_do(storage, paths, lambda k: join(ledger, f"{k}.json"), recorded)
-    log.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(paths), len(paths) - len(todo),
-             len(todo), len(changed))
+    todo, _ = pending(storage, paths, recipe.output, log)
     return paths, todo
 
 

@@ -14,13 +14,15 @@ def _inner(storage: Storage, uri: str) -> str:
 
 def input_files(storage: Storage, root: str) -> dict[str, str]:
     """``{name: uri}`` of the documents to export, sorted by name. A mixture's source folders are read relative
-    to ``root`` (the run folder may have moved since the mixture wrote them)."""
+    to ``root`` (the run folder may have moved since the mixture wrote them): their paths under the mixture's
+    ``run`` (a mixture.json without one: under the first source's parent folder)."""
     mixture = join(root, "mixture.json")
     folders = [root]
     if storage.exists(mixture):
-        sources = json.loads(storage.read_bytes(mixture))["sources"]
-        base = sources[0].rstrip("/").rsplit("/", 1)[0]
-        folders = [join(root, s.rstrip("/").removeprefix(base)) for s in sources]
+        written = json.loads(storage.read_bytes(mixture))
+        sources = written["sources"]
+        base = written.get("run") or sources[0].rstrip("/").rsplit("/", 1)[0]
+        folders = [join(root, s.rstrip("/").removeprefix(base.rstrip("/")).strip("/")) for s in sources]
     found = {}
     for folder in folders:
         found.update(names_under(storage, root, storage.walk(folder, ".parquet"), ".parquet"))

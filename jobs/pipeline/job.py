@@ -1,4 +1,5 @@
-"""The end-to-end mixture: filter -> dedup -> quality -> rephrase / rewrite / think -> manifest.
+"""The end-to-end mixture: filter -> dedup -> quality -> rephrase / rewrite / think -> [decontaminate] -> manifest
+-> [export].
 
     python -m jobs.pipeline --config jobs/recipes/mixture.yaml        (make pipeline)
 
@@ -8,9 +9,12 @@ synthesis stages run without ``mix`` so every document is counted once. Dedup is
 re-run only when the curated shards changed. ``mixture.json`` (written last) counts documents and
 tokens (whitespace words) per kind (real, rephrased, rewritten, refined, thought), per prompt and
 per crawl and per language (with tokens after rehydration where the dedup job gave ``rehydration_repeats``),
-from the stage outputs, counted on Ray workers. The ``storage`` and ``ray`` keys set here
-apply to every stage too. One run at a time holds ``<root>/<name>/``; a run started under a lease (the
-sentinel's) checks before each stage and before ``mixture.json`` that no newer attempt took it over.
+from the stage outputs, counted on Ray workers. With ``stages.decontaminate`` each source (``quality/``, each
+``synth/<recipe>/``) is decontaminated into ``decontam/<source>/`` first and the manifest counts those; with
+``stages.export`` the export job then writes ``export/`` from ``mixture.json``'s sources. The ``storage`` and
+``ray`` keys set here apply to every stage too. One run at a time holds ``<root>/<name>/``; a run started
+under a lease (the sentinel's) checks before each stage and before ``mixture.json`` that no newer attempt took it
+over.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import time
 from pathlib import Path
 
-from jobs import classify, curate, dedup, synthesize
+from jobs import classify, curate, decontaminate, dedup, export, synthesize
 from jobs.common.cli import job_main, start_ray
 from jobs.common.recipe import load_model
 from jobs.pipeline.checks import StageRecipe, check_stages
@@ -56,6 +60,11 @@ def _dedup(dedup_recipe, storage: Storage, base: str) -> None:
     storage.write_text(marker, json.dumps({"filter": fingerprint}))
 
 
+def sources(recipe: MixtureRecipe) -> list[str]:
+    """The folders of the final documents under ``<root>/<name>/``: the quality output, then each synthesis's."""
+    return ["quality", *(f"synth/{Path(stage.recipe).stem}" for stage in recipe.stages.synthesize)]
+
+
 def stage_recipes(recipe: MixtureRecipe) -> list[StageRecipe]:
     """Every stage's recipe, loaded with the overrides it runs with (inputs and outputs under ``<root>/<name>/``);
     a bad key in any of them stops the pipeline here, naming the stage."""
@@ -71,6 +80,13 @@ def stage_recipes(recipe: MixtureRecipe) -> list[StageRecipe]:
               [f"input={join(base, 'filter')}", f"output={join(base, 'dedup')}"]),
              ("stages.quality", classify, classify.QualityRecipe, stages.quality,
               [f"input={join(base, 'dedup')}", f"output={join(base, 'quality')}"]), *synth]
+    if stages.decontaminate:
+        specs += [("stages.decontaminate", decontaminate, decontaminate.DecontamRecipe, stages.decontaminate,
+                   [f"input={join(base, source)}", f"output={join(base, 'decontam', source)}"])
+                  for source in sources(recipe)]
+    if stages.export:
+        specs.append(("stages.export", export, export.ExportRecipe, stages.export,
+                      [f"input={base}", f"output={join(base, 'export')}"]))
     loaded = []
     for key, job, model, stage, paths in specs:
         named = StageRecipe(key, stage.recipe, job, None)
@@ -113,12 +129,13 @@ def _count(raw: dict):
     return run
 
 
-def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: list[str]) -> dict:
+def manifest(recipe: MixtureRecipe, storage: Storage, base: str, folders: list[str]) -> dict:
     """``mixture.json``: documents and tokens per kind, per prompt, per crawl and per language of the final
-    corpus, and tokens after rehydration (each document times its ``rehydration_repeats``)."""
+    corpus (``folders``: the quality output's, then each synthesis's), and tokens after rehydration (each
+    document times its ``rehydration_repeats``)."""
     import ray
 
-    sources = [(join(base, "quality"), False)] + [(out, True) for out in synth_outputs]
+    sources = [(folder, i > 0) for i, folder in enumerate(folders)]
     rows = [{"path": p, "synthetic": synthetic} for folder, synthetic in sources
             for p in storage.walk(folder, ".parquet")]
     totals: dict[str, list[int]] = {}
@@ -130,7 +147,7 @@ def manifest(recipe: MixtureRecipe, storage: Storage, base: str, synth_outputs: 
                 total = totals.setdefault(key, [0, 0, 0])
                 for i, value in enumerate(values):
                     total[i] += value
-    out: dict = {"sources": [folder for folder, _ in sources]}
+    out: dict = {"run": base, "sources": [folder for folder, _ in sources]}
     for level, index in (("kinds", 0), ("prompts", 1), ("crawls", 2), ("languages", 3)):
         grouped: dict = {}
         for key, (docs, words, rehydrated) in totals.items():
@@ -160,21 +177,32 @@ def _run(recipe: MixtureRecipe, storage: Storage, stages: list) -> dict:
     """Every stage, once this process holds the run's folder (each stage also holds its own output)."""
     started = time.time()
     base = join(recipe.root, recipe.name)
-    curation, dedup, quality, *synthesis = stages
+    curation, dedup_stage, quality, *rest = stages
+    synthesis = [s for s in rest if isinstance(s, synthesize.SynthRecipe)]
+    cleaning = [s for s in rest if isinstance(s, decontaminate.DecontamRecipe)]
+    exporting = [s for s in rest if isinstance(s, export.ExportRecipe)]
     check_fence(storage)
     curate.run(curation)
     check_fence(storage)
-    _dedup(dedup, storage, base)
+    _dedup(dedup_stage, storage, base)
     check_fence(storage)
     classify.run(quality)
     for stage in synthesis:
         check_fence(storage)
         synthesize.run(stage)
+    for stage in cleaning:
+        check_fence(storage)
+        decontaminate.run(stage)
     start_ray(recipe.ray)
-    result = manifest(recipe, storage, base, [stage.output for stage in synthesis])
+    folders = [s.output for s in cleaning] or [quality.output, *(s.output for s in synthesis)]
+    result = manifest(recipe, storage, base, folders)
     result["wall_seconds"] = round(time.time() - started, 2)
     check_fence(storage)
     storage.write_text(join(base, "mixture.json"), json.dumps(result, indent=1))
+    for stage in exporting:
+        check_fence(storage)
+        shards = export.run(stage)
+        result["export"] = {key: shards[key] for key in ("shards", "documents", "tokens", "manifest")}
     return result
 
 

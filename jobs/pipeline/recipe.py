@@ -20,6 +20,9 @@ class Stages(Strict):
     dedup: Stage
     quality: Stage
     synthesize: list[Stage] = Field(default_factory=list)
+    decontaminate: Stage | None = Field(None, description="benchmark decontamination of every source before the "
+                                                          "manifest (the quality output and each synthesis output)")
+    export: Stage | None = Field(None, description="tokenized training shards of the mixture, after mixture.json")
 
 
 class MixtureRecipe(Strict):

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from operators.io.storage import Storage
+from operators.io.storage import Storage, join
 
 log = logging.getLogger("cc_refinery.ledger")
 
@@ -81,3 +81,15 @@ def to_do(storage: Storage, names: dict[str, str], ledger_of: Callable[[str], st
                            strict=True))
     return ([name for name in names if name not in recorded or changed[name]],
             [name for name in done_before if changed[name]])
+
+
+def pending(storage: Storage, paths: dict[str, str], output: str, logger: logging.Logger) -> tuple[list[str], str]:
+    """(the shards of ``paths`` left to do, the ledger folder ``<output>/_ledger``), after sweeping the staging
+    files a killed run left under ``output``; says how many in the job's log."""
+    storage.sweep_staging(output)
+    ledger = join(output, "_ledger")
+    recorded = {p[len(ledger) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
+    todo, changed = to_do(storage, paths, lambda k: join(ledger, f"{k}.json"), recorded)
+    logger.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(paths), len(paths) - len(todo),
+                len(todo), len(changed))
+    return todo, ledger
