@@ -140,7 +140,9 @@ def ray_local(s3_server, tmp_path_factory):
 
     os.environ.update(HF_HUB_OFFLINE="1",
                       RAY_USAGE_STATS_ENABLED="0")
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    # a job run in this process before (a job starts a local Ray of its own when none is connected) may have left
+    # one connected: that one is used
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 

@@ -59,7 +59,7 @@ def _settings(recipe: ExportRecipe, info: dict) -> str:
 
 def run(recipe: ExportRecipe) -> dict:
     """Run the job; return its summary (the manifest has the rest)."""
-    tokenizer = check(recipe)
+    tokenizer = check(recipe, hub=True)
     check_parquet_input(recipe)  # before the run lock makes the output folder
     storage = Storage(**recipe.storage.model_dump())
     with RunLock(storage, recipe.output):

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from pydantic import BaseModel
 
-from jobs import classify, synthesize
+from jobs import classify, export, synthesize
 from jobs.common.checks import llm_files, local_path
 from operators.io.storage import is_s3
 
@@ -89,6 +89,8 @@ def _hub_ids(recipe: BaseModel) -> dict[str, tuple[str, str | None]]:
         names.update({k: (v, None) for k, v in llm_files(recipe.llm, recipe.tokenizer).items()})
         if recipe.post_filter is not None:
             names["post_filter.model"] = (recipe.post_filter.model, None)
+    elif isinstance(recipe, export.ExportRecipe):
+        names["tokenizer"] = (recipe.tokenizer, None)
     return {k: v for k, v in names.items() if not (is_s3(v[0]) or "://" in v[0] or local_path(v[0]))}
 
 
