@@ -95,7 +95,10 @@ def test_the_cpu_mixture_runs_every_stage_from_local_models(tmp_path, tiny_model
         stats = json.loads((base / "synth" / name / "_stats.json").read_text())
         assert stats["failed"] == [] and stats["model"] == "models/llm"
         answered[kind] = sum(stats["outputs"].values())
-        assert result["kinds"].get(kind, {"documents": 0})["documents"] == stats["rows"].get("data", 0)
+        # a thought row holds its source page, so a planted page's TPT row is rightly decontaminated too
+        cleaned = json.loads((base / "decontam" / "synth" / name / "_stats.json").read_text())
+        assert cleaned["documents"] == stats["rows"].get("data", 0)
+        assert result["kinds"].get(kind, {"documents": 0})["documents"] == cleaned["kept"]
     assert answered["rephrased"] == 4 * sum(b >= 18 for b in buckets)  # four knowledge prompts per high document
     assert answered["rewritten"] == sum(7 <= b <= 17 for b in buckets)
     assert answered["thought"] <= sum(b >= 12 for b in buckets)
