@@ -202,3 +202,34 @@ class FaultyHttpProxy(Proxy):
         client.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/xml\r\nContent-Length: "
                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
         client.close()
+
+
+class CountingProxy(FaultyHttpProxy):
+    """A proxy to an S3 server (path-style requests) that forwards every request and counts them by S3 price
+    class: ``LIST`` (a GET of the bucket itself), ``GET``, ``HEAD``, ``PUT``, ``POST`` (multipart uploads),
+    ``DELETE``. ``counts(prefix)`` are those whose key starts with ``prefix`` (a LIST by its bucket);
+    ``reset()`` starts counting again."""
+
+    def __init__(self, upstream: str):
+        self.seen: list[tuple[str, str]] = []  # (class, "/bucket/key")
+        super().__init__(upstream)
+
+    def _trapped(self, client: socket.socket, request: str) -> bool:
+        method, path = request.split(" ", 1)
+        kind = "LIST" if method == "GET" and "/" not in path.strip("/") else method
+        with self.lock:
+            self.seen.append((kind, path))
+        return super()._trapped(client, request)
+
+    def counts(self, prefix: str = "/") -> dict[str, int]:
+        with self.lock:
+            seen = list(self.seen)
+        found = {kind: 0 for kind in ("GET", "PUT", "HEAD", "LIST", "POST", "DELETE")}
+        for kind, path in seen:
+            if path.startswith(prefix) or (kind == "LIST" and prefix.startswith(path.rstrip("/") + "/")):
+                found[kind] = found.get(kind, 0) + 1
+        return found
+
+    def reset(self) -> None:
+        with self.lock:
+            self.seen = []

@@ -4,6 +4,13 @@ A ledger entry records the input's size and ETag (or mtime) as it was read. When
 differs (a truncated file replaced by the whole one), the old entry and the outputs it lists
 are removed, so the shard is redone and no stale output is left beside the new one.
 
+A re-run asks storage for listings only, not a request per shard: the modification times of the
+entries and of the inputs come from listing their folders (1,000 keys a request on S3), and only an
+entry no newer than its input (whole seconds) is read and its input's identity asked for. Files of
+Common Crawl's public bucket read anonymously are published once and never rewritten: not asked
+again. An input rewritten after its shard's read ended but before its entry was written is not seen
+(the read itself fails on a change, through the ETag or mtime it started with).
+
 Fencing: a run the sentinel started carries its lease (a registry entry) and attempt number in
 ``CC_REFINERY_LEASE`` / ``CC_REFINERY_ATTEMPT``; :func:`commit_entry` tags the entry with the attempt
 and refuses (:class:`StaleAttempt`) once the lease holds a newer attempt.
@@ -13,11 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from operators.io.storage import Storage, join
+from operators.io.storage import CC_BUCKET, Storage, is_s3, join, split_s3
 
 log = logging.getLogger("cc_refinery.ledger")
 
@@ -68,19 +77,50 @@ def _changed(storage: Storage, ledger: str, uri: str) -> bool:
     return True
 
 
+def modified(storage: Storage, uris: Iterable[str]) -> dict[str, float | None]:
+    """Each existing file's modification time in whole seconds (None: Common Crawl's, never rewritten), from
+    one listing per folder on S3 (from just before its first key to its last) and ``os.stat`` on local paths."""
+    found: dict[str, float | None] = {}
+    folders: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for uri in uris:
+        if not is_s3(uri):
+            if os.path.isfile(uri):
+                found[uri] = float(os.stat(uri).st_mtime_ns // 1_000_000_000)
+        elif storage._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+            found[uri] = None
+        else:
+            bucket, key = split_s3(uri)
+            folders[(bucket, key.rpartition("/")[0])].append(key)
+    for (bucket, folder), keys in folders.items():
+        wanted, last = set(keys), max(keys)
+        pages = storage._client_for(f"s3://{bucket}").get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{folder}/" if folder else "", StartAfter=min(keys)[:-1])
+        for page in pages:  # paginate lazily: stop past the last key asked for
+            contents = page.get("Contents", [])
+            found.update({f"s3://{bucket}/{o['Key']}": float(math.floor(o["LastModified"].timestamp()))
+                          for o in contents if o["Key"] in wanted})
+            if not contents or contents[-1]["Key"] >= last:
+                break
+    return found
+
+
 def to_do(storage: Storage, names: dict[str, str], ledger_of: Callable[[str], str],
           recorded: set[str]) -> tuple[list[str], list[str]]:
     """(shards to do, in input order; those among them redone because their input changed).
 
     ``names`` maps shard names to input URIs, ``ledger_of(name)`` is a shard's ledger entry and
-    ``recorded`` the names that have one (from one listing, not a request per shard).
+    ``recorded`` the names that have one (from one listing, not a request per shard). Only entries no newer
+    than their input are read (see the module's docstring).
     """
     done_before = [name for name in names if name in recorded]
+    entries = modified(storage, (ledger_of(n) for n in done_before))
+    inputs = modified(storage, (names[n] for n in done_before))
+    suspects = [n for n in done_before if inputs.get(names[n], math.inf) is not None
+                and inputs.get(names[n], math.inf) >= entries.get(ledger_of(n), -math.inf)]
     with ThreadPoolExecutor(THREADS) as pool:
-        changed = dict(zip(done_before, pool.map(lambda n: _changed(storage, ledger_of(n), names[n]), done_before),
-                           strict=True))
-    return ([name for name in names if name not in recorded or changed[name]],
-            [name for name in done_before if changed[name]])
+        changed = {n for n, c in zip(suspects, pool.map(lambda n: _changed(storage, ledger_of(n), names[n]), suspects),
+                                     strict=True) if c}
+    return [name for name in names if name not in recorded or name in changed], [n for n in done_before if n in changed]
 
 
 def pending(storage: Storage, paths: dict[str, str], output: str, logger: logging.Logger) -> tuple[list[str], str]:
