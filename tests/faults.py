@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import zlib
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 def forward(client: socket.socket, upstream: socket.socket, cut=lambda size: False, dropped=lambda: False) -> None:
@@ -153,6 +154,9 @@ class FaultyHttpProxy(Proxy):
         for client in released:
             client.close()
 
+    def _seen(self, method: str, target: str) -> None:
+        """Called with each request's method and target (path and query) as it arrives."""
+
     def _trapped(self, client: socket.socket, request: str) -> bool:
         with self.lock:
             if self.trap is None or not self.trap.search(request):
@@ -176,6 +180,7 @@ class FaultyHttpProxy(Proxy):
             self.requests += 1
             number = self.requests
         path = target.split(b"?")[0].decode()
+        self._seen(method.decode(), target.decode())
         if self._trapped(client, f"{method.decode()} {path}"):
             return
         if self.missing and path.endswith(self.missing):
@@ -205,31 +210,32 @@ class FaultyHttpProxy(Proxy):
 
 
 class CountingProxy(FaultyHttpProxy):
-    """A proxy to an S3 server (path-style requests) that forwards every request and counts them by S3 price
-    class: ``LIST`` (a GET of the bucket itself), ``GET``, ``HEAD``, ``PUT``, ``POST`` (multipart uploads),
-    ``DELETE``. ``counts(prefix)`` are those whose key starts with ``prefix`` (a LIST by its bucket);
-    ``reset()`` starts counting again."""
+    """A proxy to an S3 server (path-style requests) that forwards every request and logs it by S3 price class:
+    ``LIST`` (a GET of the bucket itself), ``GET``, ``HEAD``, ``PUT``, ``POST`` (multipart uploads), ``DELETE``,
+    with the key it names (a LIST: ``<bucket>/<its prefix>``). ``counts(prefix)`` counts those whose key starts
+    with ``prefix`` (``bucket/key...``); ``reset()`` empties the log."""
 
     def __init__(self, upstream: str):
-        self.seen: list[tuple[str, str]] = []  # (class, "/bucket/key")
+        self.log: list[tuple[str, str]] = []  # (class, "bucket/key"), in arrival order
         super().__init__(upstream)
 
-    def _trapped(self, client: socket.socket, request: str) -> bool:
-        method, path = request.split(" ", 1)
-        kind = "LIST" if method == "GET" and "/" not in path.strip("/") else method
+    def _seen(self, method: str, target: str) -> None:
+        parts = urlsplit(target)
+        path = unquote(parts.path).strip("/")
+        if method == "GET" and "/" not in path:
+            method, path = "LIST", f"{path}/{parse_qs(parts.query).get('prefix', [''])[0]}"
         with self.lock:
-            self.seen.append((kind, path))
-        return super()._trapped(client, request)
+            self.log.append((method, path))
 
-    def counts(self, prefix: str = "/") -> dict[str, int]:
+    def counts(self, prefix: str = "") -> dict[str, int]:
         with self.lock:
-            seen = list(self.seen)
-        found = {kind: 0 for kind in ("GET", "PUT", "HEAD", "LIST", "POST", "DELETE")}
-        for kind, path in seen:
-            if path.startswith(prefix) or (kind == "LIST" and prefix.startswith(path.rstrip("/") + "/")):
+            log = list(self.log)
+        found = dict.fromkeys(("GET", "PUT", "HEAD", "LIST", "POST", "DELETE"), 0)
+        for kind, path in log:
+            if path.startswith(prefix):
                 found[kind] = found.get(kind, 0) + 1
         return found
 
     def reset(self) -> None:
         with self.lock:
-            self.seen = []
+            self.log = []
