@@ -58,7 +58,8 @@ def test_fineweb_plan_counts_every_shard(fake_crawl, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = run_json(capsys, "fineweb.yaml", [fake_crawl, "documents.docs_per_mb=1000000"],
                       "--bench", '{"curate_docs_per_core_s": 10}',
-                      "--prices", "cpu_core_hour=0.5, s3_requests_per_1000=250,egress_per_gb=1000")
+                      "--prices", "cpu_core_hour=0.5, s3_requests_per_1000=250,egress_per_gb=1000,"
+                      "s3_put_per_1000=0,s3_get_per_1000=0")
     assert result["crawl"] == {"crawl": CRAWL, "listing": f"s3://commoncrawl/crawl-data/{CRAWL}/warc.paths.gz",
                                "shards": 4, "sampled": 4, "bytes": 36000.0, "bytes_error95": 0.0}
     assert result["documents"] == 36000.0
@@ -83,7 +84,8 @@ def test_sampled_sizes_extrapolate_with_their_error(fake_crawl, capsys, monkeypa
 
 def test_mixture_plan_by_hand(fake_crawl, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    result = run_json(capsys, "mixture.yaml", [fake_crawl, *EASY], "--prices", "cpu_core_hour=0.5,gpu_hour.H100=2")
+    result = run_json(capsys, "mixture.yaml", [fake_crawl, *EASY], "--prices",
+                      "cpu_core_hour=0.5,gpu_hour.H100=2,s3_put_per_1000=0,s3_get_per_1000=0")
     rows = {r["what"]: r for r in result["rows"]}
     # 36,000 read -> 18,000 curated -> 9,000 deduped; every CPU stage and classifier takes 3,600 s
     assert [(r["stage"], r["docs"], r["core_hours"], r["gpu_hours"]) for r in result["rows"][:6]] == [
@@ -117,6 +119,37 @@ def test_mixture_plan_by_hand(fake_crawl, capsys, monkeypatch):
     assert result["totals"]["cost"] == pytest.approx(3.0 * 0.5 + gpu * 2, rel=1e-12)
 
 
+def test_the_runs_bucket_requests_are_a_row_per_job_at_their_prices(fake_crawl, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    figures = {"curate": "{get: 2, put: 3, head: 1, list: 0.5}", "dedup": "{get: 1, put: 1, post: 2}",
+               "quality": "{get: 1, put: 2, list: 0.25}", "synth": "{get: 1, put: 4, head: 1}"}
+    sets = [fake_crawl, *EASY, *(f"stage_requests.{k}={v}" for k, v in figures.items())]
+    result = run_json(capsys, "mixture.yaml", sets,
+                      "--prices", "cpu_core_hour=0,gpu_hour.H100=0,s3_put_per_1000=1000,s3_get_per_1000=100")
+    # 4 shards; per shard: PUT + POST + LIST at 1 $ a request, GET + HEAD at 0.1 $
+    synth = {"stage": "synth", "get": 4.0, "put": 16.0, "head": 4.0, "list": 0.0, "post": 0.0, "requests": 24.0,
+             "cost": pytest.approx(4 * (4 + 0.2), rel=1e-12)}
+    assert result["run_requests"] == [
+        {"stage": "curate", "what": "jobs/recipes/fineweb.yaml", "get": 8.0, "put": 12.0, "head": 4.0, "list": 2.0,
+         "post": 0.0, "requests": 26.0, "cost": pytest.approx(4 * (3.5 + 0.3), rel=1e-12)},
+        {"stage": "dedup", "what": "jobs/recipes/dedup.yaml", "get": 4.0, "put": 4.0, "head": 0.0, "list": 0.0,
+         "post": 8.0, "requests": 16.0, "cost": pytest.approx(4 * (3 + 0.1), rel=1e-12)},
+        {"stage": "quality", "what": "jobs/recipes/quality.yaml", "get": 4.0, "put": 8.0, "head": 0.0, "list": 1.0,
+         "post": 0.0, "requests": 13.0, "cost": pytest.approx(4 * (2.25 + 0.1), rel=1e-12)},
+        {**synth, "what": "jobs/recipes/rephrase-nemotron.yaml"}, {**synth, "what": "jobs/recipes/rewire.yaml"},
+        {**synth, "what": "jobs/recipes/tpt.yaml"}]
+    assert result["totals"]["cost"] == pytest.approx(4 * (3.8 + 3.1 + 2.35 + 3 * 4.2), rel=1e-12)
+
+
+def test_a_job_without_request_figures_fails_before_any_request(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    argv = ["--crawl", CRAWL, "--recipe", "jobs/recipes/mixture.yaml", "--set", "storage.endpoint_url=http://127.0.0.1:9",
+            "--set", "stage_requests={curate: {get: 1}}"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ("error: stage_requests: no dedup figures (python -m benchmarks.control_plane "
+                                       "measures them)\n")
+
+
 def run_cli(*argv: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "jobs.plan", *argv], cwd=ROOT, capture_output=True, text=True,
@@ -128,17 +161,20 @@ def test_cli_prints_the_table(fake_crawl, tmp_path):
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"curate_docs_per_core_s": 10, "measured": "a test machine"}))
     done, _ = run_cli("--crawl", CRAWL, "--recipe", "jobs/recipes/fineweb.yaml", "--set", fake_crawl,
-                      "--set", "documents.docs_per_mb=1000000", "--bench", str(bench), "--prices", "cpu_core_hour=2")
+                      "--set", "documents.docs_per_mb=1000000", "--set", "stage_requests.curate={get: 1, put: 2}",
+                      "--bench", str(bench), "--prices", "cpu_core_hour=2,s3_put_per_1000=125,s3_get_per_1000=250")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == [f"plan: {CRAWL} with jobs/recipes/fineweb.yaml, GPU stages on H100",
                          "input: 4 shards, 36,000 bytes = 3.6e-08 TB (sizes of 4 shards read)",
                          "documents: 36.00k read, 1,101 tokens each after curation"]
-    assert [line.split() for line in lines[4:8]] == [
+    assert [line.split() for line in lines[4:9]] == [
         ["stage", "what", "docs", "requests", "in", "tokens", "out", "tokens", "core-hours", "GPU-hours", "cost", "$"],
         ["curate", "fineweb:", "read,", "extract,", "filter", "36.00k", "1.00", "2.00"],
         ["s3", "8", "requests,", "3.6e-08", "TB", "read", "0.00"],
-        ["total", "1.00", "0.00", "2.00"]]
+        # 4 GETs at 0.25 $, 8 PUTs at 0.125 $
+        ["s3", "curate", "jobs/recipes/fineweb.yaml:", "GET", "4,", "PUT", "8", "12", "2.00"],
+        ["total", "1.00", "0.00", "4.00"]]
     assert lines[-1] == "CPU throughput: a test machine"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from jobs.common.recipe import StorageConfig
@@ -80,11 +82,28 @@ class Quality(Strict):
         return shares
 
 
+class StageRequests(Strict):
+    """S3 requests one stage makes per shard on the run's bucket (``python -m benchmarks.control_plane``)."""
+
+    get: float = Field(0, ge=0)
+    put: float = Field(0, ge=0)
+    head: float = Field(0, ge=0)
+    list: float = Field(0, ge=0)
+    post: float = Field(0, ge=0, description="multipart uploads' start and end")
+
+    def priced(self, prices: Prices) -> float:
+        """USD per shard: PUT, POST and LIST at one price, GET and HEAD at the other (DELETE is free)."""
+        return ((self.put + self.post + self.list) * prices.s3_put_per_1000
+                + (self.get + self.head) * prices.s3_get_per_1000) / 1000
+
+
 class Prices(Strict):
     cpu_core_hour: float = Field(ge=0)
     gpu_hour: dict[str, float] = Field(description="per GPU type")
-    s3_requests_per_1000: float = Field(0, ge=0)
+    s3_requests_per_1000: float = Field(0, ge=0, description="reading the input (Common Crawl's bucket)")
     egress_per_gb: float = Field(0, ge=0)
+    s3_put_per_1000: float = Field(0, ge=0, description="PUT, COPY, POST, LIST on the run's bucket")
+    s3_get_per_1000: float = Field(0, ge=0, description="GET, HEAD on the run's bucket")
 
 
 class PlanConfig(Strict):
@@ -96,6 +115,8 @@ class PlanConfig(Strict):
     llm: Llm
     quality: Quality
     prices: Prices
+    stage_requests: dict[Literal["curate", "dedup", "quality", "synth"], StageRequests] = Field(
+        default_factory=dict, description="S3 requests per shard of each stage on the run's bucket")
 
     @model_validator(mode="after")
     def _priced(self):

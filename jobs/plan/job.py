@@ -29,8 +29,11 @@ Method (D documents, T = words_per_doc * tokens_per_word tokens per document):
   input_tokens_s + output / output_tokens_s) * tensor_parallel_size / 3600, the rates being those of one
   replica of the recipe's model on ``gpu``. ProX's chunk pass is counted on every document sent (an upper
   bound: its document pass drops some).
+* S3 on the run's bucket, per job the recipe runs (a mixture: curate, dedup, quality, each synthesis recipe):
+  N * (its ``stage_requests`` PUT + POST + LIST per shard) / 1000 * s3_put_per_1000 + N * (GET + HEAD) / 1000 *
+  s3_get_per_1000 (the figures: ``python -m benchmarks.control_plane``; DELETE is free).
 * cost = core-hours * cpu_core_hour + GPU-hours * gpu_hour[gpu] + N * requests_per_shard / 1000 *
-  s3_requests_per_1000 + B / 10^9 * egress_per_gb.
+  s3_requests_per_1000 + B / 10^9 * egress_per_gb + the run's bucket's requests.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from pydantic import ValidationError
 from jobs.common.recipe import load_model
 from jobs.plan.config import CpuThroughput, PlanConfig
 from jobs.plan.crawl import CrawlInput, crawl_input
-from jobs.plan.work import recipe_rows
+from jobs.plan.work import recipe_rows, request_rows
 from operators.io.storage import Storage
 
 DEFAULTS = Path(__file__).parents[1] / "recipes" / "plan.yaml"
@@ -82,11 +85,12 @@ def plan(cfg: PlanConfig, crawl: CrawlInput, recipe: str) -> dict:
             for r in recipe_rows(recipe, docs, cfg)]
     requests = crawl.shards * cfg.listing.requests_per_shard
     s3_cost = requests / 1000 * cfg.prices.s3_requests_per_1000 + crawl.bytes / 1e9 * cfg.prices.egress_per_gb
+    run_requests = request_rows(recipe, crawl.shards, cfg)
     return {"crawl": crawl.as_dict(), "recipe": recipe, "gpu": cfg.gpu, "documents": docs,
             "tokens_per_doc": d.words_per_doc * d.tokens_per_word, "rows": rows,
-            "s3": {"requests": requests, "cost": s3_cost},
+            "s3": {"requests": requests, "cost": s3_cost}, "run_requests": run_requests,
             "totals": {"core_hours": sum(r["core_hours"] for r in rows), "gpu_hours": sum(r["gpu_hours"] for r in rows),
-                       "cost": sum(r["cost"] for r in rows) + s3_cost},
+                       "cost": sum(r["cost"] for r in rows) + s3_cost + sum(r["cost"] for r in run_requests)},
             "prices": cfg.prices.model_dump(), "cpu": cfg.cpu.model_dump()}
 
 
@@ -118,6 +122,10 @@ def table(result: dict) -> str:
              for r in result["rows"]]
     rows.append(["s3", f"{count(result['s3']['requests'])} requests, {tb} read"] + [""] * 6
                 + [f"{result['s3']['cost']:,.2f}"])
+    for r in result["run_requests"]:
+        kinds = ", ".join(f"{k.upper()} {count(r[k])}" for k in ("get", "put", "head", "list", "post") if r[k])
+        rows.append([f"s3 {r['stage']}", f"{r['what']}: {kinds}", "", count(r["requests"])] + [""] * 4
+                    + [f"{r['cost']:,.2f}"])
     rows.append(["total", "", "", "", "", "", f"{t['core_hours']:,.2f}", f"{t['gpu_hours']:,.2f}", f"{t['cost']:,.2f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:
@@ -125,7 +133,9 @@ def table(result: dict) -> str:
         lines.append("  ".join(cells).rstrip())
     gpu_prices = ", ".join(f"{k} {v:g}" for k, v in p["gpu_hour"].items())
     lines += ["", f"prices (USD): CPU core-hour {p['cpu_core_hour']:g}; GPU-hour {gpu_prices}; "
-                  f"S3 {p['s3_requests_per_1000']:g} per 1000 requests, egress {p['egress_per_gb']:g} per GB",
+                  f"S3 input {p['s3_requests_per_1000']:g} per 1000 requests, egress {p['egress_per_gb']:g} per GB; "
+              f"run's bucket {p['s3_put_per_1000']:g} per 1000 PUT/POST/LIST, "
+              f"{p['s3_get_per_1000']:g} per 1000 GET/HEAD",
               f"CPU throughput: {result['cpu']['measured']}"]
     return "\n".join(lines)
 
@@ -145,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.bench:
             cfg = with_bench(cfg, args.bench)
         recipe_rows(args.recipe, 0.0, cfg)  # a bad recipe or a missing figure fails before any request
+        request_rows(args.recipe, 0, cfg)
         crawl = crawl_input(Storage(**cfg.storage.model_dump()), args.crawl, cfg.listing.sample, cfg.listing.threads)
         result = plan(cfg, crawl, args.recipe)
     except (ValueError, FileNotFoundError) as err:

@@ -48,6 +48,26 @@ def recipe_rows(path: str, docs: float, cfg: PlanConfig) -> list[Row]:
     raise ValueError(f"--recipe: {path} is a {job} recipe, neither a curation recipe nor a mixture")
 
 
+def request_rows(path: str, shards: int, cfg: PlanConfig) -> list[dict]:
+    """S3 requests on the run's bucket of each job the recipe runs (a mixture: one per synthesis recipe), for
+    ``shards`` shards, with their cost."""
+    job = job_for(path, "--recipe")
+    stages = [("curate", path)] if job == "curate" else []
+    if job == "pipeline":
+        mixture = load_model(recipe_model("pipeline"), path, key="--recipe").stages
+        stages = [("curate", mixture.curate.recipe), ("dedup", mixture.dedup.recipe),
+                  ("quality", mixture.quality.recipe), *(("synth", s.recipe) for s in mixture.synthesize)]
+    rows = []
+    for stage, what in stages:
+        figures = cfg.stage_requests.get(stage)
+        if figures is None:
+            raise ValueError(f"stage_requests: no {stage} figures (python -m benchmarks.control_plane measures them)")
+        per_shard = figures.model_dump()
+        rows.append({"stage": stage, "what": what, **{k: v * shards for k, v in per_shard.items()},
+                     "requests": sum(per_shard.values()) * shards, "cost": figures.priced(cfg.prices) * shards})
+    return rows
+
+
 def curate_row(recipe: BaseModel, docs: float, cfg: PlanConfig) -> Row:
     return Row("curate", f"{recipe.name}: read, extract, filter", docs,
                core_hours=docs / cfg.cpu.curate_docs_per_core_s / 3600)
