@@ -7,6 +7,7 @@ own checks (``jobs/<job>/checks.py``) are made of these; checks of values alone 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import uuid
 from typing import TYPE_CHECKING
@@ -42,6 +43,33 @@ def llm_files(llm: LLMConfig, tokenizer: str | None, prefix: str = "") -> dict[s
     if llm.engine == "vllm" or tokenizer is None:
         files[f"{prefix}llm.model"] = llm.model
     return files
+
+
+def llm_context(llm: LLMConfig, prefix: str = "") -> None:
+    """``llm.sampling.max_tokens`` leaves room for a prompt in the model's context: ``llm.max_model_len``, else
+    the ``max_position_embeddings`` in the config.json of a local model folder or of a hub model in the local
+    cache (nothing is fetched; an endpoint's model is a served name, not read)."""
+    context, source = llm.max_model_len, f"{prefix}llm.max_model_len"
+    config = _model_config(llm.model) if context is None and llm.engine == "vllm" else None
+    if config:
+        with open(config) as f:
+            context, source = json.load(f).get("max_position_embeddings"), f"max_position_embeddings in {config}"
+    if context and llm.sampling.max_tokens >= context:
+        raise ValueError(f"{prefix}llm.sampling.max_tokens: {llm.sampling.max_tokens} leaves no room for a prompt "
+                         f"in the model's context of {context} tokens ({source})")
+
+
+def _model_config(model: str) -> str | None:
+    """The path of ``model``'s config.json on this machine, or None."""
+    if local_path(model):
+        path = os.path.join(os.path.expanduser(model), "config.json")
+        return path if os.path.isfile(path) else None
+    if is_s3(model) or "://" in model:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json")
+    return cached if isinstance(cached, str) else None
 
 
 def cpu_engine_memory(llm: LLMConfig, cluster, prefix: str = "") -> None:

@@ -56,14 +56,18 @@ def apply_override(raw: dict, assignment: str) -> None:
         raise ValueError(f"--set {key}: cannot replace a pipeline step whole; set one of its parameters")
     if not isinstance(node, dict):
         raise ValueError(f"--set {key}: {parent} is not a mapping")
-    node[parts[-1]] = parse_value(value)
+    node[parts[-1]] = parse_value(value, key)
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value as YAML, except that ``a:b`` stays a string (YAML would read ``1:3`` as 63)."""
+def parse_value(text: str, key: str = "value") -> Any:
+    """A ``--set`` value as YAML, except that ``a:b`` stays a string (YAML would read ``1:3`` as 63); one
+    that is not YAML fails naming ``key``."""
     if not text:
         return None
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {key}: not valid YAML{yaml_problem(err)}") from None
     if ":" in text and not isinstance(value, str) and not text.lstrip().startswith(("{", "[")):
         return text
     return value
@@ -128,10 +132,7 @@ def read_recipe(path: str, key: str = "--config") -> dict:
         with open(path) as f:
             raw = yaml.safe_load(f)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        reason = " ".join(str(getattr(err, "problem", None) or err).split())
-        raise ValueError(f"{key}: {path} is not valid YAML{where}: {reason}") from None
+        raise ValueError(f"{key}: {path} is not valid YAML{yaml_problem(err)}") from None
     except OSError as err:
         raise ValueError(f"{key}: cannot read {path}: {err.strerror or err}") from None
     raw = {} if raw is None else raw
@@ -139,6 +140,13 @@ def read_recipe(path: str, key: str = "--config") -> dict:
         kind = "list" if isinstance(raw, list) else "scalar"
         raise ValueError(f"{path}: a recipe must be a mapping of keys to values, not a YAML {kind}")
     return raw
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """Where PyYAML found a problem and what it is, in one line: `` (line 3, column 7): expected ',' or ']'``."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return f"{where}: " + " ".join(str(getattr(err, "problem", None) or err).split())
 
 
 def load_model(model: type[BaseModel], path: str, overrides: list[str] = (), key: str = "--config"):

@@ -61,6 +61,9 @@ class Recipe(Strict):
             if len(step) != 1:
                 raise ValueError(f"pipeline[{i}] must be one operator name mapped to its parameters")
             (name, params), = step.items()
+            if name in (seen := [next(iter(s)) for s in checked]):
+                raise ValueError(f"pipeline[{i}]: {name!r} is already step {seen.index(name)}; a step runs once "
+                                 "(its counts, and --set pipeline.<name>, are by name)")
             if name not in MODULES:
                 raise ValueError(f"pipeline[{i}]: unknown operator {name!r}; "
                                  f"{nearest(name, MODULES) or 'known: ' + ', '.join(MODULES)}")

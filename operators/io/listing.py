@@ -51,6 +51,10 @@ def resolve_inputs(storage: Storage, paths: list[str], crawl: str | None, fmt: s
             found = storage.list(pattern)
             if not found:
                 raise FileNotFoundError(f"input.paths: nothing matches {pattern!r}")
+            folder = next((uri for uri in found if glob.has_magic(pattern) and os.path.isdir(uri)), None)
+            if folder:  # read as a shard, it would fail once Ray runs
+                raise ValueError(f"input.paths: {pattern!r} matches the folder {folder}; give a glob that matches "
+                                 f"only files, like {join(os.path.dirname(pattern), '*.warc.gz')!r}")
             uris += found
         _check_literals(storage, [p for p in paths if not glob.has_magic(p)])
     uris = uris[parse_slice(shards)]

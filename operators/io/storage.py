@@ -173,8 +173,8 @@ class Storage:
         client = self._unsigned_client if self._anonymous_for(pattern) else self._client
         found = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])
-                      if fnmatch.fnmatchcase(o["Key"], key)]
+            found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])  # less folder markers
+                      if fnmatch.fnmatchcase(o["Key"], key) and not o["Key"].endswith("/")]
         return sorted(found)
 
     @cached_property

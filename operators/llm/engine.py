@@ -43,8 +43,8 @@ class SamplingConfig(Strict):
 class EndpointConfig(Strict):
     url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
-    qps: int | None = None
-    concurrency: int = 4
+    qps: int | None = Field(None, ge=1)
+    concurrency: int = Field(4, ge=1, description="requests in flight at once")
     retries: int = Field(5, ge=0, description="per request, on 408/429/502/503/504 and dropped connections")
     retry_backoff_s: float = Field(1.0, ge=0, description="first wait before a retry; doubles each time")
 
@@ -61,7 +61,7 @@ class LLMConfig(Strict):
     engine: Literal["vllm", "openai"] = "vllm"
     model: str = Field(description="hub id, local path, or s3:// URI (fetched by ray.data.llm)")
     device: Literal["gpu", "cpu"] = "gpu"
-    dtype: str = "auto"
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"  # vLLM's --dtype choices
     max_model_len: int | None = Field(None, ge=128, description="default: the model's own context length")
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
