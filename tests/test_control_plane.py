@@ -90,3 +90,18 @@ def test_a_curation_rerun_plans_200_finished_shards_with_four_listings(tmp_path,
     assert (len(units), todo, changed) == (SHARDS, [], [])
     # input glob, ledger folder, entries' times, inputs' times
     assert proxy.counts() == {**NONE, "LIST": 4}
+
+
+def test_a_rerun_into_a_relative_local_folder_finds_its_finished_shards(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shard = tmp_path / "in" / "CC-MAIN-2024-22" / "s.parquet"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(parquet_bytes())
+    time.sleep(1.1)
+    entry = tmp_path / "out" / "_ledger" / "CC-MAIN-2024-22" / "s.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(json.dumps({"input": Storage().stat(str(shard)), "outputs": {}}))
+
+    todo, ledger = pending(Storage(), {"CC-MAIN-2024-22/s": "in/CC-MAIN-2024-22/s.parquet"}, "out", logging.getLogger())
+
+    assert (todo, ledger) == ([], "out/_ledger")

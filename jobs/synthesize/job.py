@@ -27,7 +27,7 @@ from jobs.synthesize.checks import check
 from jobs.synthesize.recipe import SynthRecipe
 from jobs.synthesize.refine import refine_shards
 from operators.io.layout import shard_key
-from operators.io.ledger import commit_entry
+from operators.io.ledger import commit_entry, read_entries, recorded
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 from operators.llm.engine import engine_errors
@@ -145,7 +145,7 @@ def _run(recipe: SynthRecipe, storage: Storage) -> dict:
     paths = {shard_key(p): p for p in storage.walk(recipe.input, ".parquet")}
     if not paths:
         raise FileNotFoundError(f"input: no .parquet files under {recipe.input}")
-    done = {k for k in paths if storage.exists(join(recipe.output, "_ledger", f"{k}.json"))}
+    done = recorded(storage, join(recipe.output, "_ledger")) & set(paths)  # one listing, not a HEAD per shard
     todo = sorted(set(paths) - done)
     log.info("%d shards: %d done before, %d to do", len(paths), len(done), len(todo))
     failed = []
@@ -160,11 +160,12 @@ def _run(recipe: SynthRecipe, storage: Storage) -> dict:
                        lambda key, results: finish_shard(recipe, storage, paths[key], results), session)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, recipe.llm, session[0] if session else None, started)
-            failed = [{"shard": k, "error": reason} for k in todo
-                      if not storage.exists(join(recipe.output, "_ledger", f"{k}.json"))]
+            finished = recorded(storage, join(recipe.output, "_ledger"))
+            failed = [{"shard": k, "error": reason} for k in todo if k not in finished]
             log.error("stopped with %d shard(s) unfinished: %s", len(failed), reason)
-    done = [k for k in sorted(paths) if storage.exists(join(recipe.output, "_ledger", f"{k}.json"))]
-    entries = [json.loads(storage.read_bytes(join(recipe.output, "_ledger", f"{k}.json"))) for k in done]
+    finished = recorded(storage, join(recipe.output, "_ledger"))
+    done = [k for k in sorted(paths) if k in finished]
+    entries = read_entries(storage, [join(recipe.output, "_ledger", f"{k}.json") for k in done])
     outputs, rows = Counter(), Counter()
     for entry in entries:
         outputs.update(entry["outputs"])

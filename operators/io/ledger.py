@@ -123,13 +123,28 @@ def to_do(storage: Storage, names: dict[str, str], ledger_of: Callable[[str], st
     return [name for name in names if name not in recorded or name in changed], [n for n in done_before if n in changed]
 
 
+def recorded(storage: Storage, ledger: str) -> set[str]:
+    """The keys (``<crawl>/<shard>``) with an entry under the ledger folder ``ledger``, from one listing; a
+    relative local folder is read as ``Storage.walk`` gives its files, absolute."""
+    fs, inner = storage.filesystem(ledger)
+    base = ("s3://" + inner if is_s3(ledger) else inner).rstrip("/")
+    return {p[len(base) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
+
+
+def read_entries(storage: Storage, uris: list[str]) -> list[dict]:
+    """The ledger entries at ``uris``, in order, ``THREADS`` requests in flight."""
+    if not uris:
+        return []
+    with ThreadPoolExecutor(min(THREADS, len(uris))) as pool:
+        return list(pool.map(lambda uri: json.loads(storage.read_bytes(uri)), uris))
+
+
 def pending(storage: Storage, paths: dict[str, str], output: str, logger: logging.Logger) -> tuple[list[str], str]:
     """(the shards of ``paths`` left to do, the ledger folder ``<output>/_ledger``), after sweeping the staging
     files a killed run left under ``output``; says how many in the job's log."""
     storage.sweep_staging(output)
     ledger = join(output, "_ledger")
-    recorded = {p[len(ledger) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
-    todo, changed = to_do(storage, paths, lambda k: join(ledger, f"{k}.json"), recorded)
+    todo, changed = to_do(storage, paths, lambda k: join(ledger, f"{k}.json"), recorded(storage, ledger))
     logger.info("%d shards: %d done before, %d to do (%d redone: input changed)", len(paths), len(paths) - len(todo),
                 len(todo), len(changed))
     return todo, ledger
