@@ -80,14 +80,16 @@ def _within(path: str, folder: str) -> bool:
 
 
 def _sweep(storage: Storage, output: str, keep: set[tuple[str, str]]) -> None:
-    """Delete ``<output>/<crawl>/*.parquet*`` files (staging leftovers too) but those of the shards in ``keep``."""
-    names = {(crawl, f"{shard}.parquet") for crawl, shard in keep}
+    """Delete ``<output>/[<language>/]<crawl>/*.parquet*`` files (staging leftovers too) but those of the shards
+    in ``keep`` (``(crawl, shard)``, the crawl ``<language>/<crawl>`` in language folders)."""
+    names = {f"{crawl}/{shard}.parquet" for crawl, shard in keep}
     fs, base = storage.filesystem(output)
     base = base.rstrip("/")
     for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-        parts = tuple(info.path[len(base):].strip("/").split("/"))
-        if (info.type == pafs.FileType.File and len(parts) == 2 and parts[0] != "_duplicates"
-                and ".parquet" in parts[1] and parts not in names):
+        relative = info.path[len(base):].strip("/")
+        parts = relative.split("/")
+        if (info.type == pafs.FileType.File and len(parts) in (2, 3) and not parts[0].startswith("_")
+                and ".parquet" in parts[-1] and relative not in names):
             fs.delete_file(info.path)
 
 
@@ -111,11 +113,16 @@ def _spark(recipe: DedupRecipe):
         return
     if (active := SparkSession.getActiveSession()) is not None:
         active.stop()
-    with spark_on_ray(recipe.spark.ray_memory_fraction, recipe.spark.start_timeout_s) as conf:
-        log.info("dedup: Spark standalone on Ray at %s", conf["spark.master"])
-        spark = spark_session(recipe.spark, conf.pop("spark.master"), conf)
+    with spark_on_ray(recipe.spark.ray_memory_fraction, recipe.spark.start_timeout_s) as cluster:
+        log.info("dedup: Spark standalone on Ray at %s", cluster.master)
+        spark = spark_session(recipe.spark, cluster.master, cluster.conf)
+        cluster.watch(spark.sparkContext.cancelAllJobs)
         try:
             yield spark
+        except Exception as err:
+            if cluster.lost:
+                raise RuntimeError(cluster.lost) from err
+            raise
         finally:
             spark.stop()
 
