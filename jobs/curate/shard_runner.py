@@ -5,7 +5,7 @@ from __future__ import annotations
 from jobs.curate.recipe import Recipe
 from operators.io.layout import Layout
 from operators.io.shard import process_shard
-from operators.io.storage import Storage
+from operators.io.storage import Storage, full
 from operators.pipeline import Chain
 from operators.registry import build
 from operators.schema import output_schema
@@ -44,5 +44,6 @@ class ShardRunner:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)
-            return {"shard": shard, "part": part, "source": uri, "error": f"{type(err).__name__}: {err}"}
+            error = f"no space left on {self.recipe.output.root}" if full(err) else f"{type(err).__name__}: {err}"
+            return {"shard": shard, "part": part, "source": uri, "error": error}
 

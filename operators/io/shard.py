@@ -13,6 +13,7 @@ entry named by :func:`unit_name`), and ids do not depend on the split.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections import Counter
@@ -57,7 +58,8 @@ class _StagedParquet:
 
     def abandon(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with contextlib.suppress(OSError):  # closing flushes: on a full disk it fails again
+                self.writer.close()
             discard(self.path)
 
 

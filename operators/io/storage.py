@@ -7,6 +7,7 @@ since the bucket refuses unsigned S3 requests.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import io
@@ -38,6 +39,18 @@ def is_s3(uri: str) -> bool:
 def split_s3(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     return parsed.netloc, parsed.path.lstrip("/")
+
+
+class NoSpace(RuntimeError):
+    """A write failed for want of space (ENOSPC, or a quota's EDQUOT): ``no space left on <where>``."""
+
+    def __init__(self, where: str):
+        super().__init__(f"no space left on {where}")
+
+
+def full(err: BaseException) -> bool:
+    """Whether ``err`` says the disk (or a quota on it) is full."""
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def discard(path: str) -> None:
@@ -240,15 +253,21 @@ class Storage:
             discard(staging)
 
     def write_atomic(self, uri: str, write) -> None:
-        """Call ``write(binary_file)`` so that ``uri`` appears whole or not at all."""
+        """Call ``write(binary_file)`` so that ``uri`` appears whole or not at all; a full disk raises
+        :class:`NoSpace` naming ``uri`` (or, for S3, the local folder it is staged in)."""
         staging = self.staging_path(uri)
         try:
             with open(staging, "wb") as out:
                 write(out)
+            self.commit(staging, uri)
+        except OSError as err:
+            discard(staging)
+            if full(err):
+                raise NoSpace(f"{os.path.dirname(staging)} (staging {uri})" if is_s3(uri) else uri) from None
+            raise
         except BaseException:
             discard(staging)
             raise
-        self.commit(staging, uri)
 
     def write_text(self, uri: str, text: str) -> None:
         self.write_atomic(uri, lambda out: out.write(text.encode()))
