@@ -17,13 +17,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.test_submit import RAY, _free_port
 from tests.waiting import GENEROUS_S, wait_until
 
+START_TRIES = 3
+STARTED = "Ray runtime started."  # what ``ray start`` prints once its node is registered
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # clients need the mode `ray start` defaults to
 
 
@@ -66,8 +68,8 @@ class RayCluster:
 def _start(args: list[str], name: str, folder: str) -> subprocess.Popen:
     env = {**os.environ, **ENV, "PATH": f"{Path(RAY).parent}:{os.environ['PATH']}"}
     return subprocess.Popen([RAY, "start", "--block", f"--node-name={name}", "--node-ip-address=127.0.0.1",
-                             *_agents(), *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(f"{folder}/{name}.log", "wb"), start_new_session=True)
+                             *_agents(), *args], env=env, stdout=open(f"{folder}/{name}.log", "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @contextlib.contextmanager
@@ -76,24 +78,26 @@ def ray_cluster(head_cpus: int, workers: dict[str, int], resources: dict[str, di
     """A head with ``head_cpus`` CPUs and one worker node per ``workers`` name with its CPUs (and its custom
     ``resources[name]``, default ``{name: 1}`` so a task can be pinned to it); all stopped after, every process
     of theirs gone."""
-    folder = tempfile.mkdtemp(prefix="mn-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
-    port = _free_port()
-    cluster = RayCluster(f"127.0.0.1:{port}", folder)
+    folder = tempfile.mkdtemp(prefix="mna-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
+    cluster = RayCluster("", folder)
     resources = resources or {}
-    try:
-        cluster.processes["head"] = _start([
-            "--head", f"--port={port}", f"--num-cpus={head_cpus}", "--include-dashboard=false",
-            f"--temp-dir={folder}/t", f"--object-manager-port={_free_port()}",
-            f"--node-manager-port={_free_port()}"], "head", folder)
-        head = cluster.processes["head"]
-        wait_until(lambda: _alive(cluster) >= 1, "the head node", alive=lambda: head.poll() is None)
-        for name, cpus in workers.items():
-            cluster.processes[name] = _start([
-                f"--address={cluster.address}", f"--num-cpus={cpus}",
+
+    def head() -> list[str]:
+        port = _free_port()
+        cluster.address = f"127.0.0.1:{port}"
+        return ["--head", f"--port={port}", f"--num-cpus={head_cpus}", "--include-dashboard=false",
+                f"--temp-dir={folder}/t", f"--object-manager-port={_free_port()}",
+                f"--node-manager-port={_free_port()}"]
+
+    def worker(name: str) -> list[str]:
+        return [f"--address={cluster.address}", f"--num-cpus={workers[name]}",
                 f"--resources={json.dumps(resources.get(name, {name: 1}))}",
-                f"--object-manager-port={_free_port()}", f"--node-manager-port={_free_port()}"], name, folder)
-        wait_until(lambda: _alive(cluster) == 1 + len(workers), f"{len(workers)} worker node(s) joining",
-                   alive=lambda: all(p.poll() is None for p in cluster.processes.values()))
+                f"--object-manager-port={_free_port()}", f"--node-manager-port={_free_port()}"]
+
+    try:
+        _start_node(cluster, "head", head)
+        for name in workers:
+            _start_node(cluster, name, lambda name=name: worker(name))
         yield cluster
     finally:
         for process in cluster.processes.values():
@@ -105,8 +109,21 @@ def ray_cluster(head_cpus: int, workers: dict[str, int], resources: dict[str, di
         assert left == [], f"Ray processes outlived their nodes' process groups: {left}"
 
 
-def _alive(cluster: RayCluster) -> int:
-    try:
-        return sum(n["alive"] for n in cluster.nodes())
-    except (AssertionError, subprocess.TimeoutExpired):  # the head is not up yet
-        return 0
+def _start_node(cluster: RayCluster, name: str, args: Callable[[], list[str]]) -> None:
+    """Start node ``name`` until its ``ray start`` says it runs: Ray gives a node 30 s to register, which a machine
+    that many tests share does not always meet (``ray start`` then ends)."""
+    log = Path(cluster.folder) / f"{name}.log"
+    for _ in range(START_TRIES):
+        process = cluster.processes[name] = _start(args(), name, cluster.folder)
+        wait_until(lambda p=process: p.poll() is not None or STARTED in log.read_text(errors="replace"),
+                   f"node {name} starting", every_s=0.5)
+        if process.poll() is None:
+            return
+    _logs(cluster.folder)
+    raise AssertionError(f"node {name} did not start in {START_TRIES} tries (its output is printed above)")
+
+
+def _logs(folder: str) -> None:
+    """Print each node's ``ray start`` output."""
+    for log in sorted(Path(folder).glob("*.log")):
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
