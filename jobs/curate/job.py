@@ -24,7 +24,7 @@ from jobs.common.progress import Progress
 from jobs.curate.checks import check
 from jobs.curate.recipe import Recipe
 from jobs.curate.shard_plan import plan_units
-from jobs.curate.shard_pool import ShardPool
+from jobs.curate.shard_pool import ShardPool, alive_cpus
 from jobs.curate.shard_runner import ShardRunner, layout_of, storage_of
 from operators.io.layout import Layout
 from operators.io.ledger import to_do
@@ -103,8 +103,6 @@ def run(recipe: Recipe) -> dict:
 
 def _run_locked(recipe: Recipe, signals: dict, storage: Storage, layout: Layout, names: dict[str, str]) -> dict:
     """The run, once this process holds the output."""
-    import ray
-
     storage.sweep_staging(join(layout.root, layout.run))  # what a killed run was writing
     recorded = {n.removesuffix(".json") for n in storage.listdir(layout.ledger_dir)}
     started = time.time()
@@ -115,8 +113,7 @@ def _run_locked(recipe: Recipe, signals: dict, storage: Storage, layout: Layout,
         """Ray and the workers, started as soon as they are known to be needed."""
         start_ray(recipe.ray)
         timing["ray_start_s"] = round(time.time() - started, 3)
-        return ShardPool(ShardRunner, (recipe, signals),
-                         recipe.ray.workers or int(ray.cluster_resources().get("CPU", 1)))
+        return ShardPool(ShardRunner, (recipe, signals), recipe.ray.workers or max(1, alive_cpus()))
 
     units = plan_units(storage, names, recorded, lambda: len(pool().actors), recipe.input.part_mb)
     pending, changed = to_do(storage, {unit: uri for unit, (uri, _, _) in units.items()}, layout.ledger, recorded)

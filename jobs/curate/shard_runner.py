@@ -34,13 +34,15 @@ class ShardRunner:
         self.schema = output_schema(signals)
 
     def run(self, uri: str, shard: str, part: tuple[int, int]) -> dict:
+        import ray
+
         try:
             return process_shard(
                 uri, shard, Chain(self.operators, self.recipe.mode), self.schema, self.storage,
                 layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
                 max_bytes=self.recipe.operator_params("extract")["max_bytes"],
                 keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression, part=part,
-                by_language=self.recipe.output.by_language)
+                by_language=self.recipe.output.by_language, node=ray.get_runtime_context().get_node_id())
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)

@@ -80,11 +80,12 @@ def part_range(size: int, part: tuple[int, int]) -> tuple[int, int | None]:
 
 def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage: Storage,
                   layout: Layout, *, batch_size: int, max_bytes: int, keep_rejected: bool,
-                  compression: str = "zstd", part: tuple[int, int] = (0, 1), by_language: bool = False) -> dict:
+                  compression: str = "zstd", part: tuple[int, int] = (0, 1), by_language: bool = False,
+                  node: str | None = None) -> dict:
     """Run ``chain`` over shard ``uri`` (or one part of it); return the ledger entry that was written.
 
     ``by_language``: kept documents go to one file per language, ``<stage>/<language>/<crawl>/<shard>.parquet``
-    (a shard with none kept leaves an empty ``und`` file)."""
+    (a shard with none kept leaves an empty ``und`` file). ``node``: the Ray node that ran it, for the ledger."""
     started = time.time()
     counts: Counter = Counter()
     problems: list[dict] = []
@@ -147,5 +148,6 @@ def process_shard(uri: str, shard: str, chain: Chain, schema: pa.Schema, storage
         "languages": chain.languages_dict(),
         "seconds": round(time.time() - started, 3),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "node": node,
     }
     return commit_entry(storage, layout.ledger(unit), entry)
