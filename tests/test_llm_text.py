@@ -68,6 +68,45 @@ def test_chunking_loses_nothing_and_keeps_order():
         assert " ".join(" ".join(chunks).split()) == " ".join(text.split())
 
 
+def test_chunking_counts_each_piece_once_and_each_document_once_per_budget():
+    calls: list[str] = []
+
+    def counting(texts: list[str]) -> list[int]:
+        calls.extend(texts)
+        return words(texts)
+
+    text = "\n\n".join(ENGLISH)
+    assert chunk_text(text, 20, counting) == chunk_text(text, 20, words)
+    over = [t for t in calls if len(t.split()) > 20]
+    assert len(over) > 3 and len(over) == len(set(over))  # a piece over budget is split, not counted again
+    table = pa.table({"id": ["a"], "text": [text]})
+    calls.clear()
+    one = shard_requests(table, "c/s", ["wrap_easy"], None, counting, seed=0)
+    alone = len(calls)
+    four = shard_requests(table, "c/s", ["wrap_easy", "wrap_medium", "wrap_hard", "wrap_qa"], None, counting, seed=0)
+    assert len(calls) == 2 * alone  # the four WRAP prompts share one budget: chunked once
+    assert [r["chunk"] for r in four if r["prompt_name"] == "wrap_easy"] == [r["chunk"] for r in one]
+
+
+def test_token_counter_counts_as_the_tokenizer_call_does(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from operators.llm.requests import token_counter
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bpe.train_from_iterator(ENGLISH * 5, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>"],
+                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.enable_truncation(max_length=8)  # saved in tokenizer.json; counting must not truncate
+    PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>").save_pretrained(tmp_path)
+    texts = [*ENGLISH, "<s>a special token</s> inside", "", "ünïcödé — 数字 🙂"]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    assert token_counter(str(tmp_path))(texts) == expected
+    assert max(expected) > 8
+
+
 def test_assembly_restores_chunk_order():
     parts = [(i, f"part {i}.") for i in range(12)]
     random.Random(3).shuffle(parts)

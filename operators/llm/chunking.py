@@ -36,17 +36,18 @@ def _pack(pieces: list[str], sizes: list[int], budget: int, sep: str) -> list[st
     return chunks
 
 
-def chunk_text(text: str, budget: int, count: Counter, level: int = 0) -> list[str]:
+def chunk_text(text: str, budget: int, count: Counter, level: int = 0, tokens: int | None = None) -> list[str]:
     """Chunks of ``text`` of at most ``budget`` tokens each (a single word may exceed it), in order.
 
     Piece sizes are summed, which can differ from the joined chunk's count by a token or so at
-    boundaries; budgets leave room for that.
+    boundaries; budgets leave room for that. ``tokens``: ``text``'s count when known (not counted again).
     """
-    if count([text])[0] <= budget:
+    tokens = count([text])[0] if tokens is None else tokens
+    if tokens <= budget:
         return [text]
     pieces, sep = _split(text, level)
     if len(pieces) <= 1:
-        return chunk_text(text, budget, count, level + 1) if level < 2 else [text]
+        return chunk_text(text, budget, count, level + 1, tokens) if level < 2 else [text]
     out: list[str] = []
     run: list[str] = []
     run_sizes: list[int] = []
@@ -54,7 +55,7 @@ def chunk_text(text: str, budget: int, count: Counter, level: int = 0) -> list[s
         if size > budget and level < 2:
             out += _pack(run, run_sizes, budget, sep)
             run, run_sizes = [], []
-            out += chunk_text(piece, budget, count, level + 1)
+            out += chunk_text(piece, budget, count, level + 1, size)
         else:
             run.append(piece)
             run_sizes.append(size)
