@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from jobs.common.reaper import adopt
 from jobs.common.recipe import load_model
 from operators.log_filters import drop
 
@@ -64,8 +65,9 @@ def ray_address(cluster) -> str:
 
 def start_ray(cluster) -> str:
     """Connect to ``cluster.address`` (or RAY_ADDRESS), else start a local Ray of our own with
-    ``cluster.num_cpus``, never joining a cluster that happens to run on this machine (``ray.init()``
-    with no address would join a ``ray start`` head); return the Ray session folder on this node (its
+    ``cluster.num_cpus`` that ends with this process, even when it is killed (``jobs/common/reaper.py``),
+    never joining a cluster that happens to run on this machine (``ray.init()`` with no address would
+    join a ``ray start`` head); return the Ray session folder on this node (its
     ``logs/`` hold the workers' output). The sentinel's lease and attempt (ledger fencing) go to the
     workers too, wherever they run."""
     import ray
@@ -74,6 +76,8 @@ def start_ray(cluster) -> str:
 
     address = ray_address(cluster)
     local = address == "local"
+    if local and not ray.is_initialized():
+        adopt()  # the job's own Ray ends with this process, however it ends
     if local:  # Ray says on every local start that its default, token auth, is on
         drop("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray")
     # a submitted job's runtime env may carry them already; Ray refuses the same key from both
