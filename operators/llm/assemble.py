@@ -82,15 +82,23 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
     sources = [parent[d]["text"] or "" for d, _ in keys]
     languages, scores = _languages([text for text, _, _ in built])
     faithful = faithfulness(sources, [measured for _, measured, _ in built])
+    by_prompt: dict[str, list[int]] = defaultdict(list)
+    for i, (_, name) in enumerate(keys):
+        by_prompt[name].append(i)
+    checked: list[str | None] = [None] * len(keys)
+    for name, at in by_prompt.items():  # one vectorised call per prompt (its length ratio), not one per output
+        expected = [parent[keys[i][0]].get("language") for i in at] if validation["check_language"] else None
+        found = validate([built[i][1] for i in at], [sources[i] for i in at],
+                         [any(r["truncated"] for r in groups[keys[i]]) for i in at],
+                         prompts[name].length_ratio or ANY_LENGTH, validation["copy_jaccard"],
+                         [languages[i] for i in at], expected)
+        for i, reason in zip(at, found, strict=True):
+            checked[i] = reason
     reasons = []
     for i, (doc_id, name) in enumerate(keys):
-        text, measured, rule = built[i]
-        expected = [parent[doc_id].get("language")] if validation["check_language"] else None
-        cut = any(r["truncated"] for r in groups[(doc_id, name)])
+        rule = built[i][2]
         failed = any(r["error"] for r in groups[(doc_id, name)])
-        found = ("engine_error" if failed else None) or rule or validate(
-            [measured], [sources[i]], [cut], prompts[name].length_ratio or ANY_LENGTH, validation["copy_jaccard"],
-            [languages[i]], expected)[0]
+        found = ("engine_error" if failed else None) or rule or checked[i]
         if (found is None and prompts[name].family in validation["faithfulness_families"]
                 and faithful[i] < validation["min_faithfulness"]):
             found = "unfaithful"

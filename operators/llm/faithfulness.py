@@ -84,8 +84,11 @@ def faithfulness(sources: list[str], outputs: list[str]) -> np.ndarray:
     """Per pair, the share of the source's names and numbers found in the output (float32; 1.0 if none)."""
     kept = np.zeros(len(sources), dtype=np.float32)
     found = np.zeros(len(sources), dtype=np.float32)
+    scanned: dict[str, tuple[set[str], set[str], str]] = {}  # a source rewritten by several prompts is read once
     for i, (source, output) in enumerate(zip(sources, outputs, strict=True)):
-        names, numbers, _ = _scan(source or "")
+        if (source or "") not in scanned:
+            scanned[source or ""] = _scan(source or "")
+        names, numbers, _ = scanned[source or ""]
         _, out_numbers, out_stream = _scan(output or "")
         kept[i] = len(numbers & out_numbers) + sum(f" {name} " in out_stream for name in names)
         found[i] = len(names) + len(numbers)
