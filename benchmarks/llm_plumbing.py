@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.llm_driver_memory import _tokenizer
 from benchmarks.real_pages import real_texts
+from operators.llm.requests import token_counter
 from operators.schema import conform, output_schema
 from tests.scripted_llm import ScriptedLLM
 
@@ -126,13 +128,11 @@ def main() -> None:
         small = run(args.small, args.shards, tokenizer, server.url, work)
         before = len(server.requests)
         big = run(args.docs, args.shards, tokenizer, server.url, work)
+        answers = [answer(p["messages"]) for p in server.requests[before:]]
+        tokens_out = sum(token_counter(tokenizer)(answers)) / max(1, len(answers))
     finally:
         server.close()
-    from transformers import AutoTokenizer
-
-    answers = [answer(p["messages"]) for p in server.requests[before:]]
-    ids = AutoTokenizer.from_pretrained(tokenizer)(answers, add_special_tokens=False)["input_ids"]
-    tokens_out = sum(map(len, ids)) / max(1, len(ids))
+        shutil.rmtree(work, ignore_errors=True)
     margin = {k: big[k] - small[k] for k in big}
     margin["docs"] = f"marginal ({big['docs']} - {small['docs']})"
     print(f"mean output tokens per request: {tokens_out:.0f} (answers as long as their chunk; tokenizer {tokenizer})")
