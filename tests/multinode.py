@@ -24,7 +24,7 @@ from pathlib import Path
 from tests.test_submit import RAY, _free_port
 from tests.waiting import GENEROUS_S, wait_until
 
-START_TRIES = 3
+START_TRIES = 5
 STARTED = "Ray runtime started."  # what ``ray start`` prints once its node is registered
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # clients need the mode `ray start` defaults to
 
@@ -68,7 +68,7 @@ class RayCluster:
 def _start(args: list[str], name: str, folder: str) -> subprocess.Popen:
     env = {**os.environ, **ENV, "PATH": f"{Path(RAY).parent}:{os.environ['PATH']}"}
     return subprocess.Popen([RAY, "start", "--block", f"--node-name={name}", "--node-ip-address=127.0.0.1",
-                             *_agents(), *args], env=env, stdout=open(f"{folder}/{name}.log", "wb"),
+                             *_agents(), *args], env=env, stdout=open(f"{folder}/{name}.log", "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -104,9 +104,17 @@ def ray_cluster(head_cpus: int, workers: dict[str, int], resources: dict[str, di
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=GENEROUS_S)
-        left = subprocess.run(["pgrep", "-f", folder], capture_output=True, text=True).stdout.split()
-        shutil.rmtree(folder, ignore_errors=True)
+        try:  # SIGKILLed, they take a moment to exit
+            wait_until(lambda: not _left(folder), "the nodes' processes ending", bound_s=120, every_s=0.5)
+        finally:
+            left = _left(folder)
+            shutil.rmtree(folder, ignore_errors=True)
         assert left == [], f"Ray processes outlived their nodes' process groups: {left}"
+
+
+def _left(folder: str) -> list[str]:
+    """Processes of the cluster in ``folder`` still running."""
+    return subprocess.run(["pgrep", "-f", folder], capture_output=True, text=True).stdout.split()
 
 
 def _start_node(cluster: RayCluster, name: str, args: Callable[[], list[str]]) -> None:
@@ -119,6 +127,8 @@ def _start_node(cluster: RayCluster, name: str, args: Callable[[], list[str]]) -
                    f"node {name} starting", every_s=0.5)
         if process.poll() is None:
             return
+        with contextlib.suppress(ProcessLookupError):  # what it started, which may still register later
+            os.killpg(process.pid, signal.SIGKILL)
     _logs(cluster.folder)
     raise AssertionError(f"node {name} did not start in {START_TRIES} tries (its output is printed above)")
 
