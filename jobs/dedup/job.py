@@ -113,11 +113,16 @@ def _spark(recipe: DedupRecipe):
         return
     if (active := SparkSession.getActiveSession()) is not None:
         active.stop()
-    with spark_on_ray(recipe.spark.ray_memory_fraction, recipe.spark.start_timeout_s) as conf:
-        log.info("dedup: Spark standalone on Ray at %s", conf["spark.master"])
-        spark = spark_session(recipe.spark, conf.pop("spark.master"), conf)
+    with spark_on_ray(recipe.spark.ray_memory_fraction, recipe.spark.start_timeout_s) as cluster:
+        log.info("dedup: Spark standalone on Ray at %s", cluster.master)
+        spark = spark_session(recipe.spark, cluster.master, cluster.conf)
+        cluster.watch(spark.sparkContext.cancelAllJobs)
         try:
             yield spark
+        except Exception as err:
+            if cluster.lost:
+                raise RuntimeError(cluster.lost) from err
+            raise
         finally:
             spark.stop()
 

@@ -4,7 +4,9 @@ RayDP, the usual way to run Spark on Ray, does not support PySpark 4, which the 
 Spark's own standalone cluster needs nothing but the pyspark package and Java on every node, so
 the job starts it itself: the master as a child of the driver, and on each Ray node with CPUs an
 actor pinned to that node that reserves the node's CPUs and runs a Spark worker as its child.
-Nothing is configured on the cluster beyond Java; everything stops when the job ends.
+Nothing is configured on the cluster beyond Java; everything stops when the job ends. Spark reruns the
+tasks of a lost worker (its Ray node preempted) on the others; when none is left, Spark itself would wait for
+one forever, so a watch cancels the job after ``LOST_GRACE_S`` and names the loss.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -28,6 +32,8 @@ from jobs.common.processes import stop_group
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 STOP_GRACE_S = 20  # after SIGTERM, before SIGKILL
+LOST_GRACE_S = 30  # with no Spark worker alive, before the job is cancelled
+WATCH_EVERY_S = 2
 
 
 def _spark_class() -> str:
@@ -83,9 +89,35 @@ def _alive_workers(ui: str) -> int:
         return sum(w.get("state") == "ALIVE" for w in json.load(response).get("workers", []))
 
 
+@dataclass
+class SparkCluster:
+    """A running standalone cluster: its master URL, the Spark settings that use it, and its watch."""
+
+    master: str
+    conf: dict[str, str]
+    ui: str
+    lost: str | None = None  # why the watch cancelled the job
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def watch(self, cancel: Callable[[], None]) -> None:
+        """Call ``cancel`` (and say why in ``lost``) while no Spark worker has been alive for ``LOST_GRACE_S``."""
+        threading.Thread(target=self._watch, args=(cancel,), name="spark-workers-watch", daemon=True).start()
+
+    def _watch(self, cancel: Callable[[], None]) -> None:
+        since = None
+        while not self._stop.wait(WATCH_EVERY_S):
+            with contextlib.suppress(OSError, ValueError):
+                alive = _alive_workers(self.ui)
+                since = None if alive else since or time.monotonic()
+            if since is not None and time.monotonic() - since > LOST_GRACE_S:  # and every job started after
+                self.lost = (f"spark.master=ray: no Spark worker alive for {LOST_GRACE_S} s (their Ray nodes "
+                             f"lost?); the output has no _stats.json yet: run the job again")
+                cancel()
+
+
 @contextlib.contextmanager
-def spark_on_ray(memory_fraction: float, start_timeout_s: float) -> Iterator[dict[str, str]]:
-    """Start the standalone cluster on the connected Ray; yield the Spark settings that use it.
+def spark_on_ray(memory_fraction: float, start_timeout_s: float) -> Iterator[SparkCluster]:
+    """Start the standalone cluster on the connected Ray; yield it.
 
     Fails within ``start_timeout_s`` naming what did not come up (a node's CPUs taken, no Java).
     """
@@ -102,9 +134,13 @@ def spark_on_ray(memory_fraction: float, start_timeout_s: float) -> Iterator[dic
         workers = [SparkWorker.options(num_cpus=n["cpus"], scheduling_strategy=NodeAffinitySchedulingStrategy(
             n["id"], soft=False)).remote(master, n["cpus"], mb) for n, mb in zip(nodes, memory_mb, strict=True)]
         _wait_ready(proc, ui, workers, start_timeout_s)
-        yield {"spark.master": master, "spark.driver.host": host,
-               "spark.executor.memory": f"{int(min(memory_mb) * 0.8)}m",
-               "spark.cores.max": str(sum(n["cpus"] for n in nodes))}
+        cluster = SparkCluster(master, {"spark.driver.host": host,
+                                        "spark.executor.memory": f"{int(min(memory_mb) * 0.8)}m",
+                                        "spark.cores.max": str(sum(n["cpus"] for n in nodes))}, ui)
+        try:
+            yield cluster
+        finally:
+            cluster._stop.set()
     finally:
         for worker in workers:
             with contextlib.suppress(Exception):
