@@ -102,7 +102,15 @@ class Score:
                   for i, o in zip(batch[ids], batch[offsets], strict=True)]
         out = {k: v for k, v in batch.items() if k not in (ids, offsets)}
         out[f"{self.name}__new"] = np.array(scores, dtype=object)
+        out[f"{self.name}__node"] = np.array([_node()] * len(scores), dtype=object)
         return out
+
+
+def _node() -> str:
+    """The Ray node this runs on (recorded in the ledger: where each shard was scored and written)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _transformer_scores(row: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +207,8 @@ def write(raw: dict, calibration: dict | None):
         crawl = shard_of(row["path"])[0]
         entry = {"shard": row["key"], "crawl": crawl, "input": json.loads(row["input"]), "outputs": {"data": target},
                  "calibration": f"{calibration['crawl']}.v{calibration['version']}" if calibration else None,
-                 "summary": summary}
+                 "summary": summary, "nodes": {"write": _node(), **{f"score_{c.name}": row[f"{c.name}__node"]
+                                                                   for c in recipe.transformers}}}
         entry = commit_entry(storage, join(recipe.output, "_ledger", f"{row['key']}.json"), entry)
         return {"entry": json.dumps(entry)}
 
