@@ -42,7 +42,7 @@ def test_a_dedup_rerun_without_a_shard_leaves_what_its_stats_count(tmp_path, rea
     of them each holding an exact copy of a document in another; the re-run without a shard deletes its file."""
     src, out = tmp_path / "filter", tmp_path / "dedup"
     pages = [t for t in real_texts if len(t.split()) >= 100][:12]
-    texts = {"en": pages[:6], "de": pages[6:]}
+    texts = {"eng_Latn": pages[:6], "deu_Latn": pages[6:]}
     schema = output_schema({})
     for language, docs in texts.items():
         half = len(docs) // 2
@@ -57,16 +57,16 @@ def test_a_dedup_rerun_without_a_shard_leaves_what_its_stats_count(tmp_path, rea
     first = job("jobs.dedup", *args)
     assert first.returncode == 0, first.stderr[-3000:]
     stats = json.loads((out / "_stats.json").read_text())
-    total = len(texts["en"]) + len(texts["de"]) + 2
+    total = len(texts["eng_Latn"]) + len(texts["deu_Latn"]) + 2
     assert (stats["input"], stats["kept"], output_rows(out)) == (total, total - 2, total - 2)
 
-    (src / "de" / CRAWL / "de-s0.parquet").unlink()
+    (src / "deu_Latn" / CRAWL / "deu_Latn-s0.parquet").unlink()
     again = job("jobs.dedup", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     stats = json.loads((out / "_stats.json").read_text())
-    left = len(texts["en"]) + len(texts["de"]) - len(texts["de"]) // 2 + 2
+    left = len(texts["eng_Latn"]) + len(texts["deu_Latn"]) - len(texts["deu_Latn"]) // 2 + 2
     assert (stats["input"], stats["kept"], output_rows(out)) == (left, left - 1, left - 1)
-    assert not (out / "de" / CRAWL / "de-s0.parquet").exists()
+    assert not (out / "deu_Latn" / CRAWL / "deu_Latn-s0.parquet").exists()
 
 
 def session_processes(ray_tmp: str) -> dict[int, str]:
