@@ -181,7 +181,9 @@ def test_every_worker_node_lost_stops_the_job_with_one_line(tmp_path, cluster, b
     texts = [t for t in real_texts if len(t.split()) >= 100][:12]
     src = upload_run(tmp_path, bucket, s3_client, texts, shards=4)
     job = dedup(cluster, src, f"{bucket}/dedup", s3_server)
-    spark_folders(cluster, job)
+    folders = spark_folders(cluster, job)
+    wait_until(lambda: all(tasks_run(f) for f in folders.values()), "a task on each node",
+               alive=lambda: job.poll() is None, every_s=0.5)
     kill_node(cluster, "node_b")
     kill_node(cluster, "node_c")
     out, err = job.communicate(timeout=GENEROUS_S)

@@ -156,8 +156,13 @@ def _wait_ready(master, ui: str, workers: list, timeout_s: float) -> None:
         if master.poll() is not None:
             raise RuntimeError(f"spark.master=ray: the Spark master exited ({master.returncode}); is Java installed?")
         ready, _ = ray.wait([w.alive.remote() for w in workers], num_returns=len(workers), timeout=1)
-        if len(ready) == len(workers) and not all(ray.get(ready)):
-            tail = next(ray.get(w.log_tail.remote()) for w, ok in zip(workers, ray.get(ready), strict=True) if not ok)
+        try:
+            alive = ray.get(ready)
+        except ray.exceptions.RayActorError as err:  # its Ray node lost while the cluster starts
+            raise RuntimeError(f"spark.master=ray: a Spark worker's Ray node was lost while starting "
+                               f"({str(err).strip().splitlines()[-1].strip()}): run the job again") from err
+        if len(ready) == len(workers) and not all(alive):
+            tail = next(ray.get(w.log_tail.remote()) for w, ok in zip(workers, alive, strict=True) if not ok)
             raise RuntimeError(f"spark.master=ray: a Spark worker exited: {tail.strip().splitlines()[-1:]}")
         with contextlib.suppress(OSError):
             registered = _alive_workers(ui)
