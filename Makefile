@@ -28,7 +28,7 @@ RUNTIME_ENV := {"excludes": ["tests/", "benchmarks/", "docs/", ".git/", "cluster
 DEDUP_RECIPE ?= jobs/recipes/dedup.yaml
 DEDUP_SETS := $(if $(INPUT),--set 'input=$(INPUT)') $(if $(OUTPUT),--set 'output=$(OUTPUT)')
 
-.PHONY: install browser test chaos run cluster-up cluster-down submit status logs stop sentinel report plan dedup classify pipeline bench bench-dedup bench-llm bench-llm-driver bench-classify lint clean
+.PHONY: install browser test chaos run cluster-up cluster-down submit status logs stop sentinel report plan dedup classify pipeline bench bench-dedup bench-llm bench-llm-driver bench-classify bench-scale lint clean
 
 install: $(VENV)/.installed
 
@@ -64,7 +64,8 @@ test: install browser
 # secrets; the tests marked chaos (minutes each) run only here
 CHAOS_TESTS := tests/test_read_faults.py tests/test_curate_faults.py tests/test_hostile_pages.py \
 	tests/test_parts.py tests/test_run_lock.py tests/test_secrets.py tests/test_engine_errors.py \
-	tests/test_ray_faults.py tests/test_kill_resume.py tests/test_export.py
+	tests/test_ray_faults.py tests/test_kill_resume.py tests/test_export.py tests/test_multinode_curate.py \
+	tests/test_multinode_stages.py
 chaos: install
 	$(PY) -m pytest $(CHAOS_TESTS)
 
@@ -146,6 +147,13 @@ bench-classify: install
 
 bench-dedup: install
 	$(PY) -m benchmarks.dedup_scaling $(if $(SIZES),--sizes $(SIZES))
+
+# issue 24's "Scale" table: a whole crawl's control plane and S3 requests, full-size shards vs memory, the LLM
+# path's own ceiling (the multi-node rows come from tests/test_multinode_*.py)
+bench-scale: install
+	$(PY) -m benchmarks.control_plane $(if $(SHARDS),--shards $(SHARDS))
+	$(PY) -m benchmarks.shard_size $(if $(RECORDS),--records $(RECORDS)) $(if $(DOCS),--docs $(DOCS))
+	$(PY) -m benchmarks.llm_plumbing
 
 MODEL ?= Qwen/Qwen2.5-0.5B-Instruct
 GPUS ?= 1
