@@ -12,9 +12,8 @@ actor that died gets no work until it answers again; one that Ray reports gone
 (``ActorDiedError``) or that is not back within ``RESTART_WINDOW_S`` leaves the work to the
 others. Actors that cannot be placed (no free CPU) get no work either: the pool runs with those
 that are up, says so (after ``PLACEMENT_WINDOW_S`` or at the end), and fails naming it if none is up by
-then. The
-driver holds only shard names and ledger entries. A plain actor pool, not Ray Data: a list of
-whole shards needs no streaming executor, and dropping it takes seconds off every run.
+then. The driver holds only shard names and ledger entries. A plain actor pool, not Ray Data: a list
+of whole shards needs no streaming executor, and dropping it takes seconds off every run.
 """
 
 from __future__ import annotations
@@ -100,11 +99,11 @@ class ShardPool:
             else:
                 idle.append(i)
 
-        def requeue(i: int, node: str, item: dict, deaths: list[str], why: str) -> str | None:
-            """Put the shard back (listed under ``retried``); the error if its own crashes used up its attempts."""
+        def requeue(i: int, node: str, item: dict, deaths: list[str], why: str, alive: set[str]) -> str | None:
+            """Put the shard back (listed under ``retried``); the error if its own crashes (on the ``alive`` nodes)
+            used up its attempts."""
             wait_for(i, f"a worker died on {item['shard']} ({why})")
             deaths = [*deaths, node]
-            alive = _alive_nodes()
             if sum(n in alive for n in deaths) >= ATTEMPTS:
                 return f"worker process died {len(deaths)} times on this shard: {why}"
             self.retried.append({**item, "error": why})
@@ -144,7 +143,7 @@ class ShardPool:
                 try:
                     entry = ray.get(ref)
                 except RayActorError as err:
-                    if (error := requeue(i, node, item, deaths, error_line(err))) is not None:
+                    if (error := requeue(i, node, item, deaths, error_line(err), _alive_nodes())) is not None:
                         yield {**item, "error": error}
                 else:
                     idle.append(i)
@@ -165,7 +164,7 @@ class ShardPool:
                 for call, (i, node, item, deaths) in list(running.items()):
                     if node not in alive:  # a lost node's calls may never be answered
                         del running[call]
-                        requeue(i, node, item, deaths, f"its node {node[:8]} was lost")
+                        requeue(i, node, item, deaths, f"its node {node[:8]} was lost", alive)
         if self._placement is not None and len(self.nodes) < len(self.actors):  # done before the window ended
             self._placed()
 

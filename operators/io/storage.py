@@ -260,13 +260,10 @@ class Storage:
             with open(staging, "wb") as out:
                 write(out)
             self.commit(staging, uri)
-        except OSError as err:
+        except BaseException as err:
             discard(staging)
             if full(err):
                 raise NoSpace(f"{os.path.dirname(staging)} (staging {uri})" if is_s3(uri) else uri) from None
-            raise
-        except BaseException:
-            discard(staging)
             raise
 
     def write_text(self, uri: str, text: str) -> None:
