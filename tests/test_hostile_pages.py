@@ -95,3 +95,28 @@ def test_a_page_that_needs_more_memory_than_the_limit_costs_that_page_only():
             sandbox.close()
         assert [rule for _, rule in results] == rules, memory_mb
         assert results[0][0] == results[2][0] and results[0][0].startswith("The history of the town")
+
+
+def test_pages_go_to_the_extraction_process_in_windows_and_a_death_costs_one_page(monkeypatch):
+    from operators.extract import sandbox as sandbox_module
+
+    big = b"<html><body>" + b"<p>word word</p>" * 250_000 + b"</body></html>"  # about 175 MB to extract
+    pages = [(html_page(f"Town {k}", ENGLISH[:2]), "text/html") for k in range(5)]
+    pages.insert(3, (big, "text/html"))
+    sandbox = sandbox_module.Sandbox("resiliparse", True, 30.0, 2048)
+    try:
+        whole = sandbox.run(pages)  # the 4 MB page is a window of its own, the small ones go together
+        monkeypatch.setattr(sandbox_module, "SEND_BYTES", 2 * len(pages[0][0]))  # two small pages a window
+        assert sandbox.run(pages) == whole
+        assert sandbox.restarts == 0
+    finally:
+        sandbox.close()
+    assert [rule for _, rule in whole] == [None] * 6 and whole[0][0].startswith("The history of the town")
+    sandbox = sandbox_module.Sandbox("resiliparse", True, 30.0, 120)  # the big page cannot be extracted
+    try:
+        results = sandbox.run(pages)
+    finally:
+        sandbox.close()
+    assert [rule for _, rule in results] == [None, None, None, "error", None, None]
+    assert [text for text, _ in results[:3] + results[4:]] == [text for text, _ in whole[:3] + whole[4:]]
+    assert sandbox.restarts == 1

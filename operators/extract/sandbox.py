@@ -19,6 +19,9 @@ import time
 from multiprocessing.connection import Connection
 
 START_S = 120.0  # a new child has this long to import its engine and say it is ready
+# pages are sent in windows of this much HTML, so the child's memory does not follow the batch (or, through
+# the largest batch met, the shard)
+SEND_BYTES = 4 << 20
 # a plain ``python -c`` child, not multiprocessing's spawn: spawn re-imports the parent's main module
 # (in a Ray worker, all of Ray), which triples the child's start-up
 CHILD = "import sys; from operators.extract.sandbox import serve; serve(*sys.argv[1:])"
@@ -89,8 +92,9 @@ class Sandbox:
                 self.start()
             if not self.ready:
                 self._wait_ready()
-            self.outbox.send([(i, *pages[i]) for i in pending])
-            while pending:
+            window = _window(pages, pending)
+            self.outbox.send([(i, *pages[i]) for i in window])
+            for _ in window:
                 try:
                     if not self.inbox.poll(self.timeout_s):  # the child is stuck on pages[pending[0]]
                         results[pending.pop(0)] = (None, "timeout")
@@ -106,3 +110,14 @@ class Sandbox:
             self.close()
             self.restarts += 1
         return results
+
+
+def _window(pages: list[tuple[bytes, str | None]], pending: list[int]) -> list[int]:
+    """The next pending pages up to SEND_BYTES of HTML (at least one): the child holds no more than that."""
+    window, size = [], 0
+    for i in pending:
+        size += len(pages[i][0])
+        if window and size > SEND_BYTES:
+            break
+        window.append(i)
+    return window
