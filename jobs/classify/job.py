@@ -26,6 +26,7 @@ from jobs.common.checks import check_parquet_input
 from jobs.common.cli import job_main, start_ray
 from jobs.common.llm_cluster import failure, wait_for
 from jobs.common.progress import Progress
+from operators.io.ledger import finished, recorded
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 
@@ -128,7 +129,7 @@ def calibration_ref(calibration: dict | None) -> str | None:
 def _stale(storage: Storage, ledger: str, done: list[str], calibration: dict | None) -> list[str]:
     """Finished shards whose buckets came from other cut-points than ``calibration`` (so are redone)."""
     ref = calibration_ref(calibration)
-    stale = [k for k in done if json.loads(storage.read_bytes(join(ledger, f"{k}.json"))).get("calibration") != ref]
+    stale = [k for k, entry in finished(storage, ledger, done).items() if entry.get("calibration") != ref]
     if stale:
         log.info("%d finished shard(s) were bucketed with other cut-points than %s: redone", len(stale), ref)
     return stale
@@ -169,9 +170,10 @@ def _score(recipe: QualityRecipe, storage: Storage) -> dict:
                     progress.shard_done(entry["summary"].get("docs", 0))
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, None, session, started)
-            failed = [{"shard": k, "error": reason} for k in todo if not storage.exists(join(ledger, f"{k}.json"))]
+            done = recorded(storage, ledger)
+            failed = [{"shard": k, "error": reason} for k in todo if k not in done]
             log.error("stopped with %d shard(s) unfinished: %s", len(failed), reason)
-    stats = summarize(recipe, storage, [k for k in sorted(paths) if storage.exists(join(ledger, f"{k}.json"))])
+    stats = summarize(recipe, storage, finished(storage, ledger, sorted(paths)))
     stats.update(wall_seconds=round(time.time() - started, 2), failed=failed)
     storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
     if failed:
@@ -179,15 +181,15 @@ def _score(recipe: QualityRecipe, storage: Storage) -> dict:
     return stats
 
 
-def summarize(recipe: QualityRecipe, storage: Storage, done: list[str]) -> dict:
-    """``_stats.json``: the ledger entries' summaries added up, bucket token shares, drift per crawl."""
+def summarize(recipe: QualityRecipe, storage: Storage, done: dict[str, dict]) -> dict:
+    """``_stats.json``: the finished shards' ledger entries' summaries added up, bucket token shares, drift per
+    crawl."""
     from operators.quality.buckets import LABELS
     from operators.quality.summary import add, drift_from_counts, label_shares, shares
 
     total: dict = {}
     by_crawl: dict[str, dict] = {}
-    for key in done:
-        entry = json.loads(storage.read_bytes(join(recipe.output, "_ledger", f"{key}.json")))
+    for entry in done.values():
         add(total, entry["summary"])
         by_crawl[entry["crawl"]] = add(by_crawl.get(entry["crawl"], {}), entry["summary"])
     stats = {"shards": len(done), "documents": total.get("docs", 0), "tokens": total.get("tokens", 0),

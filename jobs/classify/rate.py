@@ -23,7 +23,7 @@ from jobs.classify.stages import read_shard
 from jobs.common.generation import stream
 from jobs.common.llm_cluster import failure
 from operators.io.layout import shard_of
-from operators.io.ledger import commit_entry
+from operators.io.ledger import commit_entry, finished, recorded
 from operators.io.storage import Storage, join
 from operators.llm.engine import engine_errors
 from operators.quality.summary import add
@@ -86,12 +86,13 @@ def run(recipe: QualityRecipe, storage: Storage) -> dict:
                    lambda key, results: finish(recipe, storage, key, paths[key], results), session)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, rating.llm, session[0] if session else None, started)
-            failed = [{"shard": k, "error": reason} for k in todo if not storage.exists(join(ledger, f"{k}.json"))]
+            done = recorded(storage, ledger)
+            failed = [{"shard": k, "error": reason} for k in todo if k not in done]
             log.error("stopped with %d shard(s) unfinished: %s", len(failed), reason)
-    done = [k for k in sorted(paths) if storage.exists(join(ledger, f"{k}.json"))]
+    done = finished(storage, ledger, sorted(paths))
     total: dict = {}
-    for key in done:
-        add(total, json.loads(storage.read_bytes(join(ledger, f"{key}.json")))["summary"])
+    for entry in done.values():
+        add(total, entry["summary"])
     stats = {"shards": len(done), "documents": total.get("docs", 0), "rated": total.get("rated", 0),
              "reasons": total.get("reasons", {}), "histograms": total.get("histograms", {}),
              "tokens_in": total.get("tokens_in", 0), "tokens_out": total.get("tokens_out", 0),

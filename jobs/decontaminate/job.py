@@ -36,7 +36,7 @@ from jobs.common.progress import Progress
 from jobs.decontaminate.checks import check
 from jobs.decontaminate.recipe import DecontamRecipe
 from operators.io.layout import shard_key, shard_of
-from operators.io.ledger import commit_entry, pending
+from operators.io.ledger import commit_entry, finished, pending, recorded
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 
@@ -167,11 +167,8 @@ def _plan(recipe: DecontamRecipe, storage: Storage) -> tuple[dict[str, str], lis
 
 def _stale(storage: Storage, output: str, done: list[str], index_id: str, removal_id: str) -> list[str]:
     """Finished shards made with another index, other ignored n-grams or other removal settings (so redone)."""
-    stale = []
-    for key in done:
-        entry = json.loads(storage.read_bytes(join(output, "_ledger", f"{key}.json")))
-        if (entry.get("index"), entry.get("removal")) != (index_id, removal_id):
-            stale.append(key)
+    stale = [k for k, entry in finished(storage, join(output, "_ledger"), done).items()
+             if (entry.get("index"), entry.get("removal")) != (index_id, removal_id)]
     if stale:
         log.info("%d finished shard(s) were made with another index, ignored n-grams or mode: redone", len(stale))
     return stale
@@ -246,10 +243,10 @@ def _decontaminate(recipe: DecontamRecipe, storage: Storage) -> dict:
         found = _passes(recipe, storage, paths, todo, fingerprint(recipe, storage), failed)
     except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
         reason = _error(err)
-        failed = [{"shard": k, "error": reason} for k in todo
-                  if not storage.exists(join(recipe.output, "_ledger", f"{k}.json"))]
+        ended = recorded(storage, join(recipe.output, "_ledger"))
+        failed = [{"shard": k, "error": reason} for k in todo if k not in ended]
         log.error("stopped with %d shard(s) unfinished: %s", len(failed), reason)
-    done = [k for k in sorted(paths) if storage.exists(join(recipe.output, "_ledger", f"{k}.json"))]
+    done = finished(storage, join(recipe.output, "_ledger"), sorted(paths))
     stats = {**summarize(recipe, storage, done), **found, "wall_seconds": round(time.time() - started, 2),
              "failed": failed}
     storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
@@ -259,13 +256,14 @@ def _decontaminate(recipe: DecontamRecipe, storage: Storage) -> dict:
     return stats
 
 
-def summarize(recipe: DecontamRecipe, storage: Storage, done: list[str]) -> dict:
-    """The ledger entries' summaries added up; every benchmark named, with zeros where nothing was removed."""
+def summarize(recipe: DecontamRecipe, storage: Storage, done: dict[str, dict]) -> dict:
+    """The finished shards' ledger entries' summaries added up; every benchmark named, with zeros where nothing
+    was removed."""
     from operators.quality.summary import add
 
     total: dict = {"benchmarks": {e.name: {"documents": 0, "cut": 0, "tokens": 0} for e in recipe.evals}}
-    for key in done:
-        add(total, json.loads(storage.read_bytes(join(recipe.output, "_ledger", f"{key}.json")))["summary"])
+    for entry in done.values():
+        add(total, entry["summary"])
     docs = total.get("docs", 0)
     return {"shards": len(done), "documents": docs, "tokens": total.get("tokens", 0),
             "kept": docs - total.get("removed", 0), "removed": total.get("removed", 0), "cut": total.get("cut", 0),

@@ -33,7 +33,7 @@ from operators.export.keys import BINS
 from operators.export.phases import FINAL, names
 from operators.export.plan import final_cut, phase_bins, shard_ranges
 from operators.export.tokenize import ExportTokenizer
-from operators.io.ledger import THREADS, to_do
+from operators.io.ledger import THREADS, read_entries, to_do
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 
@@ -139,8 +139,8 @@ def _tokenize(storage: Storage, recipe: ExportRecipe, files: dict[str, str], set
 
     ledger = join(recipe.output, "_ledger", "tokens")
     recorded = set(names_under(storage, ledger, storage.walk(ledger, ".json"), ".json"))
-    for key in sorted(recorded & set(files)):
-        entry = json.loads(storage.read_bytes(join(ledger, f"{key}.json")))
+    keys = sorted(recorded & set(files))
+    for key, entry in zip(keys, read_entries(storage, [join(ledger, f"{k}.json") for k in keys]), strict=True):
         if entry.get("settings") != settings or not all(storage.exists(p) for p in entry["outputs"].values()):
             storage.delete(join(ledger, f"{key}.json"))
             recorded.discard(key)
@@ -175,17 +175,22 @@ def _phases(recipe: ExportRecipe, histogram: np.ndarray) -> list[tuple[str, rang
 
 def _plan(storage: Storage, recipe: ExportRecipe, caches: list[dict], fingerprint: str) -> dict:
     """Phase B: the caches' histograms summed and cut into shards; saved, so a re-run writes the same shards."""
-    histogram = np.zeros(BINS, np.int64)
-    for cache in caches:
+    def read(cache: dict) -> tuple[np.ndarray, dict]:
         with storage.open_read(cache["histogram"]) as f:
-            histogram += np.load(f)
+            histogram = np.load(f)
+        return histogram, json.loads(storage.read_bytes(join(recipe.output, "_ledger", "tokens",
+                                                             f"{cache['name']}.json")))["summary"]
+
+    histogram = np.zeros(BINS, np.int64)
     inputs = {"files": len(caches), "documents": 0, "bad": {}}
-    for cache in caches:
-        summary = json.loads(storage.read_bytes(join(recipe.output, "_ledger", "tokens", f"{cache['name']}.json")))[
-            "summary"]
-        inputs["documents"] += summary["docs"]
-        for reason, n in summary["bad"].items():
-            inputs["bad"][reason] = inputs["bad"].get(reason, 0) + n
+    with ThreadPoolExecutor(THREADS) as pool:  # two small reads per input file, in parallel, a window at a time
+        read_back = (r for start in range(0, len(caches), 4 * THREADS)
+                     for r in pool.map(read, caches[start:start + 4 * THREADS]))
+        for part, summary in read_back:
+            histogram += part
+            inputs["documents"] += summary["docs"]
+            for reason, n in summary["bad"].items():
+                inputs["bad"][reason] = inputs["bad"].get(reason, 0) + n
     phases = _phases(recipe, histogram)
     shards = shard_ranges(histogram, recipe.shard_tokens, [span for _, span in phases])
     for number, shard in enumerate(shards):

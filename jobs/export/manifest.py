@@ -3,9 +3,8 @@ documents per source kind / prompt / language / quality label, per phase, the to
 
 from __future__ import annotations
 
-import json
-
 from jobs.export.recipe import ExportRecipe
+from operators.io.ledger import read_entries
 from operators.io.storage import Storage, join
 
 
@@ -21,8 +20,8 @@ def manifest(storage: Storage, recipe: ExportRecipe, plan: dict, tokenizer: dict
     """Built from the shards' ledger entries (metadata only)."""
     ledger = join(recipe.output, "_ledger", "shards")
     shards, groups, phases = [], {}, {}
-    for planned in plan["shards"]:
-        entry = json.loads(storage.read_bytes(join(ledger, f"{planned['name']}.json")))
+    entries = read_entries(storage, [join(ledger, f"{planned['name']}.json") for planned in plan["shards"]])
+    for planned, entry in zip(plan["shards"], entries, strict=True):
         files = [uri.rsplit("/", 1)[-1] for uri in entry["outputs"].values()]
         shards.append({"name": planned["name"], "files": files, "phase": planned["phase"],
                        "tokens": entry["tokens"], "documents": entry["documents"]})

@@ -126,7 +126,7 @@ def to_do(storage: Storage, names: dict[str, str], ledger_of: Callable[[str], st
 def recorded(storage: Storage, ledger: str) -> set[str]:
     """The keys (``<crawl>/<shard>``) with an entry under the ledger folder ``ledger``, from one listing; a
     relative local folder is read as ``Storage.walk`` gives its files, absolute."""
-    fs, inner = storage.filesystem(ledger)
+    _, inner = storage.filesystem(ledger)
     base = ("s3://" + inner if is_s3(ledger) else inner).rstrip("/")
     return {p[len(base) + 1:].removesuffix(".json") for p in storage.walk(ledger, ".json")}
 
@@ -137,6 +137,14 @@ def read_entries(storage: Storage, uris: list[str]) -> list[dict]:
         return []
     with ThreadPoolExecutor(min(THREADS, len(uris))) as pool:
         return list(pool.map(lambda uri: json.loads(storage.read_bytes(uri)), uris))
+
+
+def finished(storage: Storage, ledger: str, keys: Iterable[str]) -> dict[str, dict]:
+    """The entries under the ledger folder ``ledger`` of those of ``keys`` that have one, in the order of
+    ``keys``: one listing, then a read of each entry (``THREADS`` in flight), no request for a key without one."""
+    have = recorded(storage, ledger)
+    done = [k for k in keys if k in have]
+    return dict(zip(done, read_entries(storage, [join(ledger, f"{k}.json") for k in done]), strict=True))
 
 
 def pending(storage: Storage, paths: dict[str, str], output: str, logger: logging.Logger) -> tuple[list[str], str]:
