@@ -65,6 +65,17 @@ class RayCluster:
         process.wait(timeout=GENEROUS_S)
 
 
+def ended(job: subprocess.Popen, bound_s: float = GENEROUS_S) -> subprocess.CompletedProcess:
+    """A job's process run to its end, failing the test past ``bound_s`` (it hangs) with its last output."""
+    try:
+        out, err = job.communicate(timeout=bound_s)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        out, err = job.communicate()
+        raise AssertionError(f"the job did not end within {bound_s:g} s:\n{err[-4000:]}") from None
+    return subprocess.CompletedProcess(job.args, job.returncode, out, err)
+
+
 def _start(args: list[str], name: str, folder: str) -> subprocess.Popen:
     env = {**os.environ, **ENV, "PATH": f"{Path(RAY).parent}:{os.environ['PATH']}"}
     return subprocess.Popen([RAY, "start", "--block", f"--node-name={name}", "--node-ip-address=127.0.0.1",
