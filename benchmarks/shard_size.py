@@ -160,6 +160,7 @@ class WorkerSampler:
         self.members: dict[int, set[int]] = {}  # worker -> every pid seen in its tree
         self.base: dict[int, float] = {}  # worker -> tree CPU before its first active sample
         self.peak: dict[int, int] = {}  # worker -> peak tree RSS
+        self.trace: dict[int, list[tuple[float, int]]] = {}  # worker -> (time, tree RSS) of each sample
         self.span = [None, None]  # first and last time any worker was seen active
 
     def __enter__(self) -> WorkerSampler:
@@ -201,14 +202,28 @@ class WorkerSampler:
                 self.span = [self.span[0] or now, now]
             members = tree(pid)
             self.members[pid].update(members)
-            self.peak[pid] = max(self.peak.get(pid, 0), sum(procs[p][2] for p in members if p in procs))
+            rss = sum(procs[p][2] for p in members if p in procs)
+            self.peak[pid] = max(self.peak.get(pid, 0), rss)
+            self.trace.setdefault(pid, []).append((now, rss))
 
     def figures(self) -> dict:
         """Peak RSS MiB of the largest worker, CPU seconds of all workers, seconds from first to last active."""
         cpu = sum(sum(self.cpu[p] for p in members) - self.base[w] for w, members in self.members.items())
         busy = (self.span[1] - self.span[0]) if self.span[0] is not None else 0.0
         return {"workers": len(self.members), "peak_rss_mib": max(self.peak.values(), default=0) / 2**20,
-                "cpu_s": cpu, "busy_s": busy}
+                "cpu_s": cpu, "busy_s": busy, "quarters_mib": self.quarters()}
+
+    def quarters(self) -> list[float]:
+        """The largest worker's peak RSS MiB in each quarter of its sampled time: flat when it streams."""
+        if not self.peak:
+            return []
+        trace = self.trace[max(self.peak, key=self.peak.get)]
+        first, span = trace[0][0], max(trace[-1][0] - trace[0][0], 1e-9)
+        peaks = [0] * 4
+        for t, rss in trace:
+            q = min(int(4 * (t - first) / span), 3)
+            peaks[q] = max(peaks[q], rss)
+        return [p / 2**20 for p in peaks]
 
 
 def run_job(argv: list[str], active, log: Path, attempts: int = 10) -> dict:
@@ -287,7 +302,7 @@ def note(row: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = ["stage", "input", "docs", "docs/s (wall)", "docs per CPU-s", "worker peak RSS MiB",
-            "big/small: docs/s, docs per CPU-s, RSS"]
+            "peak RSS MiB per quarter of the run", "big/small: docs/s, docs per CPU-s, RSS"]
     lines = [head, ["---"] * len(head)]
     small = {}
     for row in rows:
@@ -297,7 +312,8 @@ def table(rows: list[dict]) -> str:
             if row["stage"] in small else "—"
         small.setdefault(row["stage"], figures)
         lines.append([row["stage"], row["input"], f"{row['docs']:,}", f"{rate:,.0f}", f"{per_cpu:,.0f}",
-                      f"{row['peak_rss_mib']:,.0f}", ratio])
+                      f"{row['peak_rss_mib']:,.0f}",
+                      " / ".join(f"{q:,.0f}" for q in row.get("quarters_mib", [])) or "—", ratio])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 

@@ -30,6 +30,7 @@ from operators.io.ranged import InputChanged, RangeReader
 CC_BUCKET = "commoncrawl"
 STAGING_RE = re.compile(r"\..+\.tmp-[0-9a-f]{32}")
 CC_HTTPS = "https://data.commoncrawl.org/"
+UPLOAD_PART = 64 << 20  # S3 outputs up to this size are one PUT; larger ones go up in parts of it
 
 
 def is_s3(uri: str) -> bool:
@@ -244,9 +245,13 @@ class Storage:
         """Publish a staged file whole: a local rename, or an S3 upload that is visible only once complete."""
         try:
             if is_s3(uri):
-                fs, path = self.filesystem(uri)
-                with open(staging, "rb") as src, fs.open_output_stream(path) as out:
-                    shutil.copyfileobj(src, out, 8 << 20)
+                from boto3.s3.transfer import TransferConfig
+
+                # boto3's managed transfer: one PUT under the threshold (most outputs), a multipart upload above
+                # it; pyarrow's stream made every file a multipart upload (three requests, two at the PUT price)
+                bucket, key = split_s3(uri)
+                self._client_for(uri).upload_file(staging, bucket, key, Config=TransferConfig(
+                    multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART))
             else:
                 os.replace(staging, uri)
         finally:
