@@ -34,6 +34,9 @@ class ScriptedLLM:
         scripted = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's server and hosted endpoints answer
+            disable_nagle_algorithm = True  # headers and body are two writes: Nagle would hold the body 40 ms
+
             def do_POST(self):  # noqa: N802 - http.server's naming
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 scripted.requests.append(payload)

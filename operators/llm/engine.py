@@ -1,9 +1,9 @@
-"""Generation engines as Ray Data processors, built with Ray's own ``ray.data.llm``.
+"""Generation engines as Ray Data processors: vLLM through Ray's own ``ray.data.llm``, an endpoint through ours.
 
 ``vllm``: vLLM replicas on GPU workers (or vLLM's CPU build with ``device: cpu``), chat template,
 tokenisation and detokenisation done by ray.data.llm's stages. ``openai``: any OpenAI-compatible
-``/chat/completions`` endpoint through ray.data.llm's HTTP processor. Either way a request row
-carries ``request_key``, ``prompt_name`` (a prompt name or path), ``chunk`` and ``request_seed``; the
+``/chat/completions`` endpoint through one HTTP stage of our own (:mod:`operators.llm.endpoint`). Either way
+a request row carries ``request_key``, ``prompt_name`` (a prompt name or path), ``chunk`` and ``request_seed``; the
 messages are rendered on the workers from the prompt file; every result row gets ``generated``, ``tokens_in``,
 ``tokens_out``, ``truncated`` (stopped at ``max_tokens``) and ``error`` (what an endpoint answered
 instead of a choice, else empty). On ``device: cpu`` the engine's KV cache is ``cpu_kv_cache_gb``
@@ -169,45 +169,14 @@ def _vllm(llm: LLMConfig, helper_cpus: float):
 
 
 def _openai(llm: LLMConfig, helper_cpus: float):
-    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+    from operators.llm.endpoint import EndpointStage
 
-    headers = {"Content-Type": "application/json"}
-    if llm.endpoint.api_key_env:
-        headers["Authorization"] = f"Bearer {os.environ[llm.endpoint.api_key_env]}"
-    config = HttpRequestProcessorConfig(url=llm.endpoint.url.rstrip("/") + "/chat/completions", headers=headers,
-                                        qps=llm.endpoint.qps, concurrency=llm.endpoint.concurrency,
-                                        max_retries=llm.endpoint.retries,
-                                        base_retry_wait_time_in_s=llm.endpoint.retry_backoff_s,
-                                        http_request_stage={"enabled": True, "num_cpus": helper_cpus})
+    def processor(requests):
+        return requests.map_batches(EndpointStage, fn_constructor_kwargs={"llm": llm, "keep": PASS_THROUGH},
+                                    batch_size=llm.batch_size, batch_format="pyarrow", concurrency=1,
+                                    num_cpus=helper_cpus)
 
-    def pre(row: dict) -> dict:
-        payload = {"model": llm.model, "messages": load_prompt(row["prompt_name"]).messages(row["chunk"]),
-                   **_sampling(llm, int(row["request_seed"]))}
-        return {"payload": payload, **{k: row[k] for k in PASS_THROUGH}}
-
-    def post(row: dict) -> dict:
-        response = row.get("http_response") or {}
-        choices = response.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-        content = message.get("content")
-        return {**{k: row[k] for k in PASS_THROUGH},
-                "generated": content if isinstance(content, str) else "",
-                "tokens_in": int(usage.get("prompt_tokens") or 0),
-                "tokens_out": int(usage.get("completion_tokens") or 0),
-                "truncated": choice.get("finish_reason") == "length",
-                "error": "" if choice else _error(response)}
-
-    return build_processor(config, preprocess=pre, postprocess=post, preprocess_map_kwargs={"num_cpus": helper_cpus},
-                           postprocess_map_kwargs={"num_cpus": helper_cpus})
-
-
-def _error(response: dict) -> str:
-    """What an answer without a choice says (an OpenAI or vLLM error body), on one short line."""
-    error = response.get("error")
-    text = (error.get("message") if isinstance(error, dict) else error) or response.get("message")
-    return " ".join(str(text).split())[:300] if text else "an answer without a choice"
+    return processor
 
 
 def engine_errors(key: str, results: list[dict]) -> dict[str, int]:
