@@ -74,6 +74,20 @@ def _scan(text: str) -> tuple[set[str], set[str], str]:
     return names, numbers, f" {' '.join(stream)} "
 
 
+def _numbers_and_stream(text: str) -> tuple[set[str], str]:
+    """:func:`_scan`'s numbers and word stream without its names (all an output is searched for), in one
+    ``findall``: the same values at a fraction of the CPU."""
+    numbers, stream = set(), []
+    for word, num, _, _ in _TOKEN.findall(text):
+        if word:
+            stream.append(word[:-2] if word.endswith(("'s", "’s")) else word)  # _POSSESSIVE
+        else:
+            stream.append("|")
+            if num:
+                numbers.add(_number(num))
+    return numbers, f" {' '.join(stream)} "
+
+
 def entities(text: str) -> tuple[set[str], set[str]]:
     """The (names, numbers) of ``text`` that faithfulness looks for."""
     names, numbers, _ = _scan(text or "")
@@ -89,7 +103,7 @@ def faithfulness(sources: list[str], outputs: list[str]) -> np.ndarray:
         if (source or "") not in scanned:
             scanned[source or ""] = _scan(source or "")
         names, numbers, _ = scanned[source or ""]
-        _, out_numbers, out_stream = _scan(output or "")
+        out_numbers, out_stream = _numbers_and_stream(output or "")
         kept[i] = len(numbers & out_numbers) + sum(f" {name} " in out_stream for name in names)
         found[i] = len(names) + len(numbers)
     return np.divide(kept, found, out=np.ones_like(kept), where=found > 0)
