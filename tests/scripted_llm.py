@@ -25,6 +25,7 @@ class ScriptedLLM:
     def __init__(self, answer: Callable[[list[dict]], str]):
         self.answer = answer
         self.requests: list[dict] = []
+        self.clients: set[tuple[str, int]] = set()  # (host, port) of each connection that sent a request
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
@@ -40,6 +41,7 @@ class ScriptedLLM:
             def do_POST(self):  # noqa: N802 - http.server's naming
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 scripted.requests.append(payload)
+                scripted.clients.add(self.client_address)
                 text = scripted.answer(payload["messages"])
                 prompt = sum(len(m["content"].split()) for m in payload["messages"])
                 if not isinstance(text, Raw):
