@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from operators.filters.language import identify, load_model
 from operators.llm.faithfulness import faithfulness
-from operators.llm.outputs import assemble, strip_preamble, validate
+from operators.llm.outputs import assemble, input_shingles, strip_preamble, validate
 from operators.llm.prompts import load_prompt
 from operators.llm.rewire import extract_improved
 from operators.llm.tpt import join_segments, thinking, training_text
@@ -82,6 +82,7 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
     sources = [parent[d]["text"] or "" for d, _ in keys]
     languages, scores = _languages([text for text, _, _ in built])
     faithful = faithfulness(sources, [measured for _, measured, _ in built])
+    source_sets = input_shingles(sources)  # a source rewritten by several prompts is hashed once
     by_prompt: dict[str, list[int]] = defaultdict(list)
     for i, (_, name) in enumerate(keys):
         by_prompt[name].append(i)
@@ -91,7 +92,7 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
         found = validate([built[i][1] for i in at], [sources[i] for i in at],
                          [any(r["truncated"] for r in groups[keys[i]]) for i in at],
                          prompts[name].length_ratio or ANY_LENGTH, validation["copy_jaccard"],
-                         [languages[i] for i in at], expected)
+                         [languages[i] for i in at], expected, [source_sets[i] for i in at])
         for i, reason in zip(at, found, strict=True):
             checked[i] = reason
     reasons = []

@@ -32,20 +32,28 @@ def assemble(chunks: list[tuple[int, str]]) -> str:
     return "\n\n".join(t.strip() for _, t in sorted(chunks) if t.strip())
 
 
+def input_shingles(inputs: list[str]) -> list[np.ndarray]:
+    """The word 5-gram sets ``validate`` compares outputs with, one per input (each distinct input hashed once)."""
+    unique = list(dict.fromkeys(inputs))
+    sets = dict(zip(unique, shingle_sets(pa.array(unique, pa.string()), 5), strict=True))
+    return [sets[text] for text in inputs]
+
+
 def validate(outputs: list[str], inputs: list[str], truncated: list[bool], ratio: tuple[float, float],
              copy_jaccard: float, languages: list[str | None] | None = None,
-             expected: list[str | None] | None = None) -> list[str | None]:
+             expected: list[str | None] | None = None, in_sets: list[np.ndarray] | None = None) -> list[str | None]:
     """The first failing rule per output (``None`` = valid), in order:
     ``empty``, ``truncated`` (stopped at max_tokens), ``refusal``, ``wrong_language`` (codes compared as
     FineWeb2 writes them, so ``en`` and ``eng_Latn`` agree),
     ``length_ratio`` (characters out / in outside ``ratio``), ``copy`` (word 5-gram Jaccard with
-    the input at least ``copy_jaccard``).
+    the input at least ``copy_jaccard``). ``in_sets``: the inputs' :func:`input_shingles`, when known.
     """
     n = len(outputs)
     lengths_out = np.array([len(o) for o in outputs], dtype=float)
     lengths_in = np.maximum(np.array([len(i) for i in inputs], dtype=float), 1)
     ratios = lengths_out / lengths_in
-    out_sets, in_sets = shingle_sets(pa.array(outputs, pa.string()), 5), shingle_sets(pa.array(inputs, pa.string()), 5)
+    out_sets = shingle_sets(pa.array(outputs, pa.string()), 5)
+    in_sets = input_shingles(inputs) if in_sets is None else in_sets
     rules = [
         ("empty", lengths_out == 0),
         ("truncated", np.array(truncated, dtype=bool)),
