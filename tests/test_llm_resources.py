@@ -16,7 +16,7 @@ def llm(**kw) -> LLMConfig:
     (llm(device="cpu"), 16, 0.25),  # capped: the cores are the engine's
     (llm(device="gpu", replicas=8), 64, 1.0),
     (llm(device="gpu", replicas=(2, 8)), 8, 1.0),
-    (llm(engine="openai"), 2, 0.28),  # 3 helpers + 4 HTTP clients
+    (llm(engine="openai", endpoint={"concurrency": 64}), 2, 0.66),  # 3 helpers: one HTTP client for any concurrency
 ])
 def test_helpers_share_what_the_engines_leave(config, cpus, share):
     assert missing(config, cpus, 8) is None

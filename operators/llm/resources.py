@@ -19,7 +19,7 @@ from operators.llm.engine import GIB, KV_ENV, LLMConfig, cpu_kv_cache
 MIN_HELPER_CPUS = 0.05
 ENGINE_MEMORY_GIB = 2.0  # a vLLM CPU engine beside its KV cache and weights (tiny model: 2.8 GiB peak, 1 GiB KV)
 VLLM_HELPERS = 6  # requests, preprocess, chat template, tokenize, detokenize, postprocess
-HTTP_HELPERS = 3  # requests, preprocess, postprocess; plus one per HTTP client
+HTTP_HELPERS = 3  # requests, the HTTP client (one actor, however many requests it has in flight), part files
 
 
 def min_replicas(llm: LLMConfig) -> int:
@@ -40,7 +40,7 @@ def engine_cpus(llm: LLMConfig) -> float:
 
 def helpers(llm: LLMConfig) -> int:
     if llm.engine != "vllm":
-        return HTTP_HELPERS + llm.endpoint.concurrency
+        return HTTP_HELPERS
     return VLLM_HELPERS - 2 if llm.device == "cpu" else VLLM_HELPERS  # a CPU engine tokenizes itself
 
 
