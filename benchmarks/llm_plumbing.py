@@ -11,7 +11,9 @@ tokenizer, ray.data.llm's HTTP stages, part files, finishing shards and ledgers,
 CPU time is summed over the job's whole process tree (driver, Ray's own processes, Ray workers), sampled
 every 0.1 s per process (a process that exits loses at most its last 0.1 s), so the per-core figure holds
 on a machine shared with other work. Two sizes are run; the ``marginal`` row is their difference, the
-cost of one more request without Ray's start and the engine's set-up. Cores per GPU: the GPU's output
+cost of one more request without Ray's start and the engine's set-up (noisy where other work shares the
+machine: a start-up's CPU varies by more than the small run's requests cost); the ``steady state`` row counts
+only the CPU spent while the server answered the big run's middle 80 % of requests. Cores per GPU: the GPU's output
 tokens/s (datatrove's published per-H100 rates for small models) / mean output tokens per request (the
 answers counted with the tokenizer) / the marginal requests/s per core.
 """
@@ -19,6 +21,7 @@ answers counted with the tokenizer) / the marginal requests/s per core.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import shutil
@@ -64,6 +67,7 @@ class TreeCPU:
     def __init__(self, pid: int):
         self.root = psutil.Process(pid)
         self.seen: dict[tuple[int, float], tuple[str, float]] = {}
+        self.series: list[tuple[float, float]] = []  # (monotonic time, CPU seconds of the tree so far)
 
     def sample(self) -> None:
         try:
@@ -78,6 +82,13 @@ class TreeCPU:
                 self.seen[key] = (kind, times.user + times.system)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
+        self.series.append((time.monotonic(), sum(seconds for _, seconds in self.seen.values())))
+
+    def between(self, start: float, end: float) -> float:
+        """CPU seconds the tree spent from ``start`` to ``end`` (monotonic times), from the nearest samples."""
+        at = [t for t, _ in self.series]
+        first, last = bisect.bisect_left(at, start), bisect.bisect_right(at, end) - 1
+        return self.series[last][1] - self.series[first][1] if last > first else 0.0
 
     def _kind(self, p: psutil.Process) -> str:
         if p.pid == self.root.pid:
@@ -92,8 +103,10 @@ class TreeCPU:
         return out
 
 
-def run(docs: int, shards: int, tokenizer: str, url: str, work: Path) -> dict:
-    """One job over ``docs`` documents: requests, wall seconds and CPU seconds by kind."""
+def run(docs: int, shards: int, tokenizer: str, url: str, work: Path, answered: list[float]) -> dict:
+    """One job over ``docs`` documents: requests, wall seconds and CPU seconds by kind, and the steady state:
+    CPU seconds and requests between the times the server answered the first and the last tenth of the
+    requests (``answered``, its answer times), when every stage is running and none is starting or stopping."""
     write_input(work / f"in-{docs}", docs, shards)
     out = work / f"out-{docs}"
     sets = [f"input={work / f'in-{docs}'}", f"output={out}", "llm.engine=openai", "llm.model=scripted",
@@ -111,7 +124,12 @@ def run(docs: int, shards: int, tokenizer: str, url: str, work: Path) -> dict:
         raise SystemExit(f"synthesize failed on {docs} documents (exit {job.returncode}): "
                          f"{job.stderr.read().decode()[-2000:]}")
     stats = json.loads((out / "_stats.json").read_text())
-    return {"docs": docs, "requests": stats["requests"], "wall": wall, **tree.totals()}
+    times = sorted(answered)
+    start, end = times[len(times) // 10], times[len(times) * 9 // 10]
+    steady = {"docs": f"steady state of {docs}", "requests": len(times) * 9 // 10 - len(times) // 10,
+              "wall": end - start, "cpu": tree.between(start, end)}
+    answered.clear()
+    return {"docs": docs, "requests": stats["requests"], "wall": wall, **tree.totals()}, steady
 
 
 def main() -> None:
@@ -123,11 +141,12 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cc-refinery-bench-plumbing-"))
     tokenizer = args.tokenizer or _tokenizer(work)
-    server = ScriptedLLM(answer)
+    answered: list[float] = []
+    server = ScriptedLLM(lambda messages: answered.append(time.monotonic()) or answer(messages))
     try:
-        small = run(args.small, args.shards, tokenizer, server.url, work)
+        small, _ = run(args.small, args.shards, tokenizer, server.url, work, answered)
         before = len(server.requests)
-        big = run(args.docs, args.shards, tokenizer, server.url, work)
+        big, steady = run(args.docs, args.shards, tokenizer, server.url, work, answered)
         answers = [answer(p["messages"]) for p in server.requests[before:]]
         tokens_out = sum(token_counter(tokenizer)(answers)) / max(1, len(answers))
     finally:
@@ -139,13 +158,13 @@ def main() -> None:
     print("| docs | requests | wall s | requests/s | CPU-s total (driver / Ray system / Ray workers) | "
           "CPU-ms per request | requests/s per core | cores per GPU at 5,000 / 9,000 output tokens/s |")
     print("|---|---|---|---|---|---|---|---|")
-    for row in (small, big, margin):
-        cpu = row["driver"] + row["ray system"] + row["ray workers"]
+    for row in (small, big, margin, steady):
+        cpu = row["cpu"] if "cpu" in row else row["driver"] + row["ray system"] + row["ray workers"]
+        kinds = "" if "cpu" in row else f" ({row['driver']:.1f} / {row['ray system']:.1f} / {row['ray workers']:.1f})"
         per_core = row["requests"] / cpu
         cores = " / ".join(f"{tps / tokens_out / per_core:.2f}" for tps in GPU_TOKENS_S)
         print(f"| {row['docs']} | {row['requests']} | {row['wall']:.1f} | {row['requests'] / row['wall']:.0f} | "
-              f"{cpu:.1f} ({row['driver']:.1f} / {row['ray system']:.1f} / {row['ray workers']:.1f}) | "
-              f"{1000 * cpu / row['requests']:.2f} | {per_core:.0f} | {cores} |")
+              f"{cpu:.1f}{kinds} | {1000 * cpu / row['requests']:.2f} | {per_core:.0f} | {cores} |")
 
 
 if __name__ == "__main__":
