@@ -6,7 +6,7 @@ Runs ``python -m jobs.synthesize`` with the shipped rephrase-wrap recipe (four p
 engine against a scripted OpenAI-compatible server on 127.0.0.1 (tests/scripted_llm.py, in this process,
 so its CPU is not counted) that answers each request at once with its text's words reversed (a rephrase as
 long as its input). Everything the job does is measured: request building and chunking with the
-tokenizer, ray.data.llm's HTTP stages, part files, finishing shards and ledgers, Ray's start and stop.
+tokenizer, the endpoint's HTTP stage, part files, finishing shards and ledgers, Ray's start and stop.
 
 CPU time is summed over the job's whole process tree (driver, Ray's own processes, Ray workers), sampled
 every 0.1 s per process (a process that exits loses at most its last 0.1 s), so the per-core figure holds
