@@ -65,7 +65,7 @@ test: install browser
 CHAOS_TESTS := tests/test_read_faults.py tests/test_curate_faults.py tests/test_hostile_pages.py \
 	tests/test_parts.py tests/test_run_lock.py tests/test_secrets.py tests/test_engine_errors.py \
 	tests/test_ray_faults.py tests/test_kill_resume.py tests/test_export.py tests/test_multinode_curate.py \
-	tests/test_multinode_stages.py
+	tests/test_multinode_stages.py tests/test_multinode_synthesis.py tests/test_multinode_pipeline.py
 chaos: install
 	$(PY) -m pytest $(CHAOS_TESTS)
 

@@ -193,6 +193,37 @@ def test_every_worker_node_lost_stops_the_job_with_one_line(tmp_path, cluster, b
             "output has no _stats.json yet: run the job again") in err.splitlines()
 
 
+@pytest.mark.chaos
+def test_a_worker_node_lost_after_the_checkpointed_stages_ends_as_one_node(tmp_path, spark, cluster, bucket, s3_client,
+                                                                           s3_server, real_texts):
+    """node_c goes once the first deduped shard is on S3: the duplicates are computed (``localCheckpoint``: kept
+    only in the executors' memory, no lineage) and the writing has begun. Either Spark recomputes what node_c held
+    and the job ends as one node's, or it stops with one line and a re-run (node_b alone) gives that output."""
+    texts = [t for t in real_texts if len(t.split()) >= 100][:12]
+    src = upload_run(tmp_path, bucket, s3_client, texts, shards=4)
+    expected = one_node(tmp_path, spark, src, s3_server)
+    job = dedup(cluster, src, f"{bucket}/dedup", s3_server)
+    spark_folders(cluster, job)
+
+    def written() -> bool:
+        listed = s3_client.list_objects_v2(Bucket=bucket[5:], Prefix="dedup/CC-MAIN-").get("Contents", [])
+        return any(o["Key"].endswith(".parquet") for o in listed)
+
+    wait_until(written, "a first deduped shard", alive=lambda: job.poll() is None, every_s=0.1)
+    kill_node(cluster, "node_c")
+    _, err = job.communicate(timeout=GENEROUS_S)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    print(f"\ndedup, node_c lost after the first shard was written: exit {job.returncode}; {errors}")
+    if job.returncode != 0:
+        assert (job.returncode, len(errors)) == (2, 1) and errors[0].endswith("run the job again"), err[-3000:]
+        wait_until(lambda: not any(n["alive"] for n in cluster.nodes() if n["name"] == "node_c"),
+                   "Ray to see node_c gone (its health check), as a user's re-run would", every_s=1)
+        again = dedup(cluster, src, f"{bucket}/dedup", s3_server)
+        _, err = again.communicate(timeout=GENEROUS_S)
+        assert again.returncode == 0, err[-3000:]
+    assert dedup_outcome(f"{bucket}/dedup", s3_server) == expected
+
+
 def classify_popen(src: str, output: str, s3_server: str, tiny_bert: str, tiny_fasttext: str,
                    cluster: RayCluster) -> subprocess.Popen:
     """The user's command on ``cluster``."""

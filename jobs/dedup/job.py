@@ -122,6 +122,10 @@ def _spark(recipe: DedupRecipe):
         except Exception as err:
             if cluster.lost:
                 raise RuntimeError(cluster.lost) from err
+            if "CHECKPOINT_RDD_BLOCK_ID_NOT_FOUND" in str(err):  # localCheckpoint's blocks live in executors only
+                raise RuntimeError("spark.master=ray: a Spark worker was lost (its Ray node?) with duplicates it had "
+                                   "computed, which Spark cannot recompute; the output has no _stats.json yet: run "
+                                   "the job again") from None
             raise
         finally:
             spark.stop()
