@@ -21,6 +21,7 @@ import time
 
 import pyarrow as pa
 
+from operators.llm.engine import sampling
 from operators.llm.prompts import load_prompt
 
 RETRYABLE = frozenset({408, 429, 502, 503, 504})
@@ -66,12 +67,10 @@ class EndpointStage:
         if self.session is None:  # made on the loop that runs every batch of this actor
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.llm.endpoint.concurrency))
             self.slots = asyncio.Semaphore(self.llm.endpoint.concurrency)
-        s = self.llm.sampling
         columns = [batch.column(c).to_pylist() for c in ("prompt_name", "chunk", "request_seed", "request_key")]
         answers = await asyncio.gather(*[
             self._send(key, json.dumps({"model": self.llm.model, "messages": load_prompt(name).messages(chunk),
-                                        "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
-                                        "seed": int(seed)}))
+                                        **sampling(self.llm, int(seed))}))
             for name, chunk, seed, key in zip(*columns, strict=True)])
         results = list(zip(*map(result, answers), strict=True)) or [[]] * len(RESULTS)
         out = batch.select(list(self.keep))

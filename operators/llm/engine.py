@@ -87,7 +87,8 @@ class LLMConfig(Strict):
         return replicas
 
 
-def _sampling(llm: LLMConfig, seed: int) -> dict:
+def sampling(llm: LLMConfig, seed: int) -> dict:
+    """A request's sampling fields, the same for vLLM and an endpoint."""
     s = llm.sampling
     return {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
 
@@ -144,7 +145,7 @@ def _vllm(llm: LLMConfig, helper_cpus: float):
 
     def pre(row: dict) -> dict:
         return {"messages": load_prompt(row["prompt_name"]).messages(row["chunk"]),
-                "sampling_params": _sampling(llm, int(row["request_seed"])), **{k: row[k] for k in PASS_THROUGH}}
+                "sampling_params": sampling(llm, int(row["request_seed"])), **{k: row[k] for k in PASS_THROUGH}}
 
     def post(row: dict) -> dict:
         tokens_out = int(row.get("num_generated_tokens") or 0)
