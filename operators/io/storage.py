@@ -245,13 +245,17 @@ class Storage:
         """Publish a staged file whole: a local rename, or an S3 upload that is visible only once complete."""
         try:
             if is_s3(uri):
+                from boto3.exceptions import S3UploadFailedError
                 from boto3.s3.transfer import TransferConfig
 
                 # boto3's managed transfer: one PUT under the threshold (most outputs), a multipart upload above
                 # it; pyarrow's stream made every file a multipart upload (three requests, two at the PUT price)
                 bucket, key = split_s3(uri)
-                self._client_for(uri).upload_file(staging, bucket, key, Config=TransferConfig(
-                    multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART))
+                try:
+                    self._client_for(uri).upload_file(staging, bucket, key, Config=TransferConfig(
+                        multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART))
+                except S3UploadFailedError as err:  # an OSError, as a failed write is everywhere else
+                    raise OSError(f"{uri}: {err.__context__ or err}") from None
             else:
                 os.replace(staging, uri)
         finally:
