@@ -27,7 +27,7 @@ from jobs.synthesize.checks import check
 from jobs.synthesize.recipe import SynthRecipe
 from jobs.synthesize.refine import refine_shards
 from operators.io.layout import shard_key
-from operators.io.ledger import commit_entry, read_entries, recorded
+from operators.io.ledger import commit_entry, finished, recorded
 from operators.io.run_lock import RunLock
 from operators.io.storage import Storage, join
 from operators.llm.engine import engine_errors
@@ -168,12 +168,10 @@ def _run(recipe: SynthRecipe, storage: Storage) -> dict:
                        lambda key, results: finish_shard(recipe, storage, paths[key], results), session)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, recipe.llm, session[0] if session else None, started)
-            finished = recorded(storage, join(recipe.output, "_ledger"))
-            failed = [{"shard": k, "error": reason} for k in todo if k not in finished]
+            ended = recorded(storage, join(recipe.output, "_ledger"))
+            failed = [{"shard": k, "error": reason} for k in todo if k not in ended]
             log.error("stopped with %d shard(s) unfinished: %s", len(failed), reason)
-    finished = recorded(storage, join(recipe.output, "_ledger"))
-    done = [k for k in sorted(paths) if k in finished]
-    entries = read_entries(storage, [join(recipe.output, "_ledger", f"{k}.json") for k in done])
+    entries = list(finished(storage, join(recipe.output, "_ledger"), sorted(paths)).values())
     outputs, rows = Counter(), Counter()
     for entry in entries:
         outputs.update(entry["outputs"])
