@@ -21,7 +21,6 @@ import time
 
 import pyarrow as pa
 
-from operators.llm.engine import sampling
 from operators.llm.prompts import load_prompt
 
 RETRYABLE = frozenset({408, 429, 502, 503, 504})
@@ -70,7 +69,7 @@ class EndpointStage:
         columns = [batch.column(c).to_pylist() for c in ("prompt_name", "chunk", "request_seed", "request_key")]
         answers = await asyncio.gather(*[
             self._send(key, json.dumps({"model": self.llm.model, "messages": load_prompt(name).messages(chunk),
-                                        **sampling(self.llm, int(seed))}))
+                                        **self.llm.sampling.request(int(seed))}))
             for name, chunk, seed, key in zip(*columns, strict=True)])
         results = list(zip(*map(result, answers), strict=True)) or [[]] * len(RESULTS)
         out = batch.select(list(self.keep))

@@ -39,6 +39,10 @@ class SamplingConfig(Strict):
     max_tokens: int = Field(1024, ge=1)
     seed: int = 0
 
+    def request(self, seed: int) -> dict:
+        """A request's sampling fields, the same for vLLM and an endpoint."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens, "seed": seed}
+
 
 class EndpointConfig(Strict):
     url: str = "http://127.0.0.1:8000/v1"
@@ -85,12 +89,6 @@ class LLMConfig(Strict):
         if not 1 <= low <= high:
             raise ValueError("must be a count >= 1, or [min, max] with 1 <= min <= max")
         return replicas
-
-
-def sampling(llm: LLMConfig, seed: int) -> dict:
-    """A request's sampling fields, the same for vLLM and an endpoint."""
-    s = llm.sampling
-    return {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
 
 
 def engine_kwargs(llm: LLMConfig) -> dict:
@@ -145,7 +143,7 @@ def _vllm(llm: LLMConfig, helper_cpus: float):
 
     def pre(row: dict) -> dict:
         return {"messages": load_prompt(row["prompt_name"]).messages(row["chunk"]),
-                "sampling_params": sampling(llm, int(row["request_seed"])), **{k: row[k] for k in PASS_THROUGH}}
+                "sampling_params": llm.sampling.request(int(row["request_seed"])), **{k: row[k] for k in PASS_THROUGH}}
 
     def post(row: dict) -> dict:
         tokens_out = int(row.get("num_generated_tokens") or 0)
