@@ -1,6 +1,7 @@
 """Per-worker memory and throughput against input size: does each stage stream, at Common Crawl's shape?
 
     python -m benchmarks.shard_size [--work DIR] [--records 40000] [--docs 1000000] [--small-docs 50000]
+        [--stages curate,quality,dedup] [--driver-memory 6g]
 
 Curation (``python -m jobs.curate`` with the shipped fineweb recipe, one worker) on a Common Crawl-sized
 WARC (``--records`` response records, about 1 GB gzipped) against four 10 MB shards, all built from the dev
@@ -291,7 +292,8 @@ def dedup(spark, root: Path, n: int) -> dict:
         stats, mem = timed_job(spark, root)
     figures = sampler.figures()
     figures.update(busy_s=stats["seconds"], peak_rss_mib=mem.get("jvm", 0) + mem.get("workers", 0))
-    return {"stage": "dedup (Spark local[2]: JVM + Python workers)", "input": f"{n:,} docs", "docs": n, **figures}
+    return {"stage": f"dedup (Spark local[2], driver_memory {spark.conf.get('spark.driver.memory')}: JVM + "
+                      "Python workers)", "input": f"{n:,} docs", "docs": n, **figures}
 
 
 def note(row: dict) -> dict:
@@ -324,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=int, default=1_000_000, help="documents of the big quality/dedup input")
     parser.add_argument("--small-docs", type=int, default=50_000, help="documents of the small quality/dedup input")
     parser.add_argument("--stages", default="curate,quality,dedup")
+    parser.add_argument("--driver-memory", default="6g", help="dedup's spark.driver_memory (its JVM heap)")
     args = parser.parse_args(argv)
     work, stages, rows = Path(args.work), args.stages.split(","), []
     work.mkdir(parents=True, exist_ok=True)
@@ -354,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.dedup.job import spark_session
         from jobs.dedup.recipe import SparkConfig
 
-        spark = spark_session(SparkConfig(master="local[2]", driver_memory="6g", shuffle_partitions=8))
+        spark = spark_session(SparkConfig(master="local[2]", driver_memory=args.driver_memory, shuffle_partitions=8))
         try:
             synthesize(texts, 2000, work / "warmup" / "filter")
             timed_job(spark, work / "warmup")  # JVM JIT and Python worker start-up, not measured

@@ -79,6 +79,7 @@ def test_chunking_counts_each_piece_once_and_each_document_once_per_budget():
     assert chunk_text(text, 20, counting) == chunk_text(text, 20, words)
     over = [t for t in calls if len(t.split()) > 20]
     assert len(over) > 3 and len(over) == len(set(over))  # a piece over budget is split, not counted again
+    assert text not in calls and calls[:len(ENGLISH)] == ENGLISH  # one pass over the paragraphs, not the whole first
     table = pa.table({"id": ["a"], "text": [text]})
     calls.clear()
     one = shard_requests(table, "c/s", ["wrap_easy"], None, counting, seed=0)

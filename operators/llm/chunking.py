@@ -39,19 +39,26 @@ def _pack(pieces: list[str], sizes: list[int], budget: int, sep: str) -> list[st
 def chunk_text(text: str, budget: int, count: Counter, level: int = 0, tokens: int | None = None) -> list[str]:
     """Chunks of ``text`` of at most ``budget`` tokens each (a single word may exceed it), in order.
 
-    Piece sizes are summed, which can differ from the joined chunk's count by a token or so at
-    boundaries; budgets leave room for that. ``tokens``: ``text``'s count when known (not counted again).
+    A text of several pieces (paragraphs, then sentences, then words) is measured once, as the sum of its
+    pieces' counts, which can differ from the joined text's count by a token or so per boundary; budgets
+    leave room for that. ``tokens``: ``text``'s count when known (not counted again).
     """
-    tokens = count([text])[0] if tokens is None else tokens
-    if tokens <= budget:
+    if tokens is not None and tokens <= budget:
         return [text]
     pieces, sep = _split(text, level)
     if len(pieces) <= 1:
-        return chunk_text(text, budget, count, level + 1, tokens) if level < 2 else [text]
+        tokens = count([text])[0] if tokens is None else tokens
+        if tokens <= budget or level == 2:
+            return [text]
+        return chunk_text(text, budget, count, level + 1, tokens)
+    # one tokenizer pass over the pieces decides both whether the text fits and where it is cut
+    sizes = count(pieces)
+    if sum(sizes) <= budget:
+        return [text]
     out: list[str] = []
     run: list[str] = []
     run_sizes: list[int] = []
-    for piece, size in zip(pieces, count(pieces), strict=True):
+    for piece, size in zip(pieces, sizes, strict=True):
         if size > budget and level < 2:
             out += _pack(run, run_sizes, budget, sep)
             run, run_sizes = [], []
