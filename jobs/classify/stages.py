@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.classify.recipe import FastTextClassifier, QualityRecipe, TransformerClassifier
+from jobs.common.node import current_node
 from operators.io.layout import shard_of
 from operators.io.ledger import commit_entry
 from operators.io.storage import Storage, join
@@ -102,15 +103,8 @@ class Score:
                   for i, o in zip(batch[ids], batch[offsets], strict=True)]
         out = {k: v for k, v in batch.items() if k not in (ids, offsets)}
         out[f"{self.name}__new"] = np.array(scores, dtype=object)
-        out[f"{self.name}__node"] = np.array([_node()] * len(scores), dtype=object)
+        out[f"{self.name}__node"] = np.array([current_node()] * len(scores), dtype=object)
         return out
-
-
-def _node() -> str:
-    """The Ray node this runs on (recorded in the ledger: where each shard was scored and written)."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
 
 
 def _transformer_scores(row: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +201,7 @@ def write(raw: dict, calibration: dict | None):
         crawl = shard_of(row["path"])[0]
         entry = {"shard": row["key"], "crawl": crawl, "input": json.loads(row["input"]), "outputs": {"data": target},
                  "calibration": f"{calibration['crawl']}.v{calibration['version']}" if calibration else None,
-                 "summary": summary, "nodes": {"write": _node(), **{f"score_{c.name}": row[f"{c.name}__node"]
+                 "summary": summary, "nodes": {"write": current_node(), **{f"score_{c.name}": row[f"{c.name}__node"]
                                                                    for c in recipe.transformers}}}
         entry = commit_entry(storage, join(recipe.output, "_ledger", f"{row['key']}.json"), entry)
         return {"entry": json.dumps(entry)}

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from jobs.common.llm_cluster import error_line
+from jobs.common.node import current_node
 
 log = logging.getLogger("cc_refinery.pool")
 RESTARTS = 4  # per actor; a crash while loading the recipe's models fails every call instead
@@ -50,9 +51,7 @@ def _alive_nodes() -> set[str]:
 
 def _node_id(_actor) -> str:
     """Run on the actor (``__ray_call__``): the id of the node it runs on."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
+    return current_node()
 
 
 class ShardPool:

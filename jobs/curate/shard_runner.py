@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobs.common.node import current_node
 from jobs.curate.recipe import Recipe
 from operators.io.layout import Layout
 from operators.io.shard import process_shard
@@ -34,15 +35,13 @@ class ShardRunner:
         self.schema = output_schema(signals)
 
     def run(self, uri: str, shard: str, part: tuple[int, int]) -> dict:
-        import ray
-
         try:
             return process_shard(
                 uri, shard, Chain(self.operators, self.recipe.mode), self.schema, self.storage,
                 layout_of(self.recipe), batch_size=self.recipe.ray.batch_size,
                 max_bytes=self.recipe.operator_params("extract")["max_bytes"],
                 keep_rejected=self.recipe.output.rejected, compression=self.recipe.output.compression, part=part,
-                by_language=self.recipe.output.by_language, node=ray.get_runtime_context().get_node_id())
+                by_language=self.recipe.output.by_language, node=current_node())
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # noqa: BLE001 - reported per shard (fastwarc panics too)

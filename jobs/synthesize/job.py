@@ -23,6 +23,7 @@ from jobs.common.checks import check_parquet_input
 from jobs.common.cli import job_main, start_ray
 from jobs.common.generation import stream
 from jobs.common.llm_cluster import failure
+from jobs.common.node import current_node
 from jobs.synthesize.checks import check
 from jobs.synthesize.recipe import SynthRecipe
 from jobs.synthesize.refine import refine_shards
@@ -99,13 +100,6 @@ def _engine_shards(recipe: SynthRecipe, storage: Storage, paths: dict[str, str],
     return [key for key, entry in zip(todo, entries, strict=True) if entry is None]
 
 
-def _node() -> str | None:
-    """The Ray node finishing the shard (recorded in its ledger entry), or None off Ray."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-
-
 def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list[dict]) -> dict:
     """Assemble, validate and write one shard, then its ledger entry; return the entry."""
     from operators.llm.assemble import SYNTH_SCHEMA, assemble_shard
@@ -126,7 +120,7 @@ def finish_shard(recipe: SynthRecipe, storage: Storage, path: str, results: list
     entry = {"shard": key, "source": path, "rows": {"data": kept.num_rows, "rejected": rejected.num_rows},
              "outputs": dict(sorted(counts.items())), "requests": len(results),
              "tokens_in": sum(r["tokens_in"] for r in results), "tokens_out": sum(r["tokens_out"] for r in results),
-             "node": _node()}
+             "node": current_node()}
     if errors:
         entry["engine_errors"] = errors
     return commit_entry(storage, join(recipe.output, "_ledger", f"{key}.json"), entry)
