@@ -291,7 +291,8 @@ def dedup(spark, root: Path, n: int) -> dict:
     with WorkerSampler(os.getpid(), lambda title: title.endswith("/java")) as sampler:
         stats, mem = timed_job(spark, root)
     figures = sampler.figures()
-    figures.update(busy_s=stats["seconds"], peak_rss_mib=mem.get("jvm", 0) + mem.get("workers", 0))
+    figures.update(busy_s=stats["seconds"], peak_rss_mib=mem.get("jvm", 0) + mem.get("workers", 0),
+                   jvm_mib=mem.get("jvm", 0), python_mib=mem.get("workers", 0))
     return {"stage": f"dedup (Spark local[2], driver_memory {spark.conf.get('spark.driver.memory')}: JVM + "
                       "Python workers)", "input": f"{n:,} docs", "docs": n, **figures}
 
@@ -314,7 +315,8 @@ def table(rows: list[dict]) -> str:
             if row["stage"] in small else "—"
         small.setdefault(row["stage"], figures)
         lines.append([row["stage"], row["input"], f"{row['docs']:,}", f"{rate:,.0f}", f"{per_cpu:,.0f}",
-                      f"{row['peak_rss_mib']:,.0f}",
+                      f"{row['peak_rss_mib']:,.0f}" + (f" (JVM {row['jvm_mib']:,.0f} + Python workers "
+                                                       f"{row['python_mib']:,.0f})" if "jvm_mib" in row else ""),
                       " / ".join(f"{q:,.0f}" for q in row.get("quarters_mib", [])) or "—", ratio])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
