@@ -44,12 +44,12 @@ def bucket(s3_client, tmp_path_factory) -> str:
 
 
 def pipeline(bucket: str, root: str, s3_server: str, server: str, tiny_bert: str, tiny_fasttext: str,
-             *sets: str) -> subprocess.Popen:
+             *sets: str, quality: tuple[str, ...] = ()) -> subprocess.Popen:
     """The user's pipeline command (every synthesis stage gets documents whatever the random tiny classifiers
-    give, as in tests/test_kill_resume.py), with ``sets``."""
+    give, as in tests/test_kill_resume.py), with ``sets`` and ``quality``'s own."""
     args = [f"root=s3://{bucket}/{root}", f"input=[s3://{bucket}/in/*.warc.gz]", f"storage.endpoint_url={s3_server}",
             DEDUP, *stage_sets(server, tiny_bert, tiny_fasttext, nemotron=("routing.threshold=0",),
-                               rewire=("select={column: quality_bucket, min: 0}",)), *sets]
+                               rewire=("select={column: quality_bucket, min: 0}",), quality=quality), *sets]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | ENV | {"HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "jobs.pipeline", "--config", "jobs/recipes/mixture.yaml",
                              *(a for s in args for a in ("--set", s))], cwd=ROOT, env=env, text=True,
@@ -112,10 +112,13 @@ def test_the_pipeline_on_two_worker_nodes_writes_what_one_node_writes(cluster, b
 
 def test_the_pipeline_with_a_worker_node_lost_mid_run_writes_what_one_node_writes(
         cluster, bucket, s3_client, s3_server, endpoint, tiny_bert, tiny_fasttext, undisturbed):  # noqa: F811
-    """node_c goes once quality wrote its first shard: quality, then the synthesis stages and the manifest
-    run on node_b."""
+    """node_c goes once quality wrote its first shard. Quality's three classifiers each hold an actor of 0.75 CPU
+    (sized for two CPUs); the one node left has one CPU, so a classifier actor lost with node_c cannot be placed
+    again: quality ends with one line after its no-progress bound, and the re-run resumes, sized from the node
+    left, and finishes on node_b."""
+    stalled = ("ray.no_progress_timeout_s=240",)  # the shipped 1,800 s, shortened: nothing here is that slow
     job = pipeline(bucket, "node-lost", s3_server, endpoint, tiny_bert, tiny_fasttext,
-                   f"ray.address={cluster.address}")
+                   f"ray.address={cluster.address}", quality=stalled)
 
     def quality_done() -> int:
         return s3_client.list_objects_v2(Bucket=bucket, Prefix="node-lost/mixture/quality/_ledger/")["KeyCount"]
@@ -126,5 +129,10 @@ def test_the_pipeline_with_a_worker_node_lost_mid_run_writes_what_one_node_write
     done = ended(job, BOUND_S)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     print(f"\npipeline, node_c lost after {at_loss} quality shard(s): exit {done.returncode}; {errors}")
+    assert done.returncode == 2 and len(errors) == 1, done.stderr[-3000:]
+    assert "no progress for 240 s (ray.no_progress_timeout_s)" in errors[0]
+    assert quality_done() < SHARDS
+    done = ended(pipeline(bucket, "node-lost", s3_server, endpoint, tiny_bert, tiny_fasttext,
+                          f"ray.address={cluster.address}", quality=stalled), BOUND_S)
     assert done.returncode == 0, done.stderr[-3000:]
     same(outcome(s3_client, s3_server, bucket, "node-lost"), undisturbed)

@@ -35,8 +35,6 @@ HELPER_STAGES = 3  # prepare, write, and calibration's sample stage
 MIN_CPUS = 0.05
 
 
-
-
 def _cpu_replicas(recipe: QualityRecipe) -> int:
     return sum(c.replicas for c in recipe.transformers if c.device == "cpu")
 
@@ -63,8 +61,6 @@ def cluster_problem(recipe: QualityRecipe, cpus: float, gpus: float) -> str | No
 def _helper_cpus(recipe: QualityRecipe, cpus: float) -> float:
     spare = cpus - _replica_cpus(recipe, cpus) * _cpu_replicas(recipe)
     return math.floor(max(MIN_CPUS, min(1.0, spare / HELPER_STAGES)) * 100) / 100
-
-
 
 
 def _pipeline(recipe: QualityRecipe, rows: list[dict], cpus: float, last, sample: float | None = None):
@@ -118,8 +114,6 @@ def calibrate(recipe: QualityRecipe, storage: Storage, paths: dict[str, str], cp
         tokens=int(tokens.sum()), classifiers=cuts))
     log.info("buckets: calibrated on %d sampled documents of %s", calibration.documents, crawl)
     return calibration.model_dump()
-
-
 
 
 def calibration_ref(calibration: dict | None) -> str | None:
