@@ -51,9 +51,10 @@ def chunk_text(text: str, budget: int, count: Counter, level: int = 0, tokens: i
         if tokens <= budget or level == 2:
             return [text]
         return chunk_text(text, budget, count, level + 1, tokens)
-    # one tokenizer pass over the pieces decides both whether the text fits and where it is cut
+    # one tokenizer pass over the pieces decides both whether the text fits and where it is cut; a count known
+    # from the level above (over budget, or it would have returned) is the whole text's own and wins over the sum
     sizes = count(pieces)
-    if sum(sizes) <= budget:
+    if tokens is None and sum(sizes) <= budget:
         return [text]
     out: list[str] = []
     run: list[str] = []
