@@ -33,6 +33,7 @@ from operators.io.storage import Storage, join
 log = logging.getLogger("cc_refinery.classify")
 HELPER_STAGES = 3  # prepare, write, and calibration's sample stage
 MIN_CPUS = 0.05
+MAX_REPLANS = 3  # a cluster that keeps losing nodes ends the job after this many re-plans
 
 
 def _cpu_replicas(recipe: QualityRecipe) -> int:
@@ -144,35 +145,60 @@ def run(recipe: QualityRecipe) -> dict:
 
 def _score(recipe: QualityRecipe, storage: Storage) -> dict:
     """The classifiers' run, once this process holds the output."""
-    from jobs.classify.stages import write
+    from jobs.common.shrink import ClusterShrank
 
     started = time.time()
     paths, todo, ledger = plan(recipe, storage)
-    failed, session = [], None
+    failed, retried, session, calibrated = [], [], None, {}
     if todo or (recipe.buckets and recipe.buckets.recalibrate):
         try:
             session = start_ray(recipe.ray)
-            cpus = wait_for(recipe.ray, lambda c, g: cluster_problem(recipe, c, g), [{"CPU": 1}])
-            calibration = calibrate(recipe, storage, paths, cpus)
-            todo += _stale(storage, ledger, [k for k in sorted(paths) if k not in todo], calibration)
-            rows = [{"path": paths[k], "key": k} for k in todo]
-            if rows:
-                progress = Progress("classify", len(rows))
-                for row in _pipeline(recipe, rows, cpus, write(recipe.model_dump(), calibration)).iter_rows():
-                    entry = json.loads(row["entry"])
-                    log.info("shard %s written", entry["shard"])
-                    progress.shard_done(entry["summary"].get("docs", 0))
+            for replans in range(MAX_REPLANS + 1):
+                try:
+                    _score_todo(recipe, storage, paths, todo, ledger, calibrated)
+                    break
+                except ClusterShrank as shrunk:
+                    done = recorded(storage, ledger)
+                    todo = [k for k in todo if k not in done]
+                    if replans == MAX_REPLANS:
+                        raise RuntimeError(f"the cluster lost CPUs {replans + 1} times in one run (last, {shrunk}); "
+                                           "stopped") from shrunk
+                    log.warning("%s: planning the %d unfinished shard(s) again for the nodes left", shrunk, len(todo))
+                    retried += [{"shard": k, "error": f"unfinished when {shrunk}"} for k in todo]
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, None, session, started)
             done = recorded(storage, ledger)
             failed = [{"shard": k, "error": reason} for k in todo if k not in done]
             log.error("stopped with %d shard(s) unfinished: %s", len(failed), reason)
     stats = summarize(recipe, storage, finished(storage, ledger, sorted(paths)))
-    stats.update(wall_seconds=round(time.time() - started, 2), failed=failed)
+    stats.update(wall_seconds=round(time.time() - started, 2), retried=retried, failed=failed)
     storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) not finished: {failed[0]['error']}")
     return stats
+
+
+def _score_todo(recipe: QualityRecipe, storage: Storage, paths: dict[str, str], todo: list[str], ledger: str,
+                calibrated: dict) -> None:
+    """Calibrate (once: the cut-points are kept in ``calibrated`` across re-plans) and score ``todo`` (plus
+    shards bucketed with stale cut-points), sized for the cluster as it is now; raises
+    :class:`~jobs.common.shrink.ClusterShrank` when it loses CPUs meanwhile."""
+    from jobs.classify.stages import write
+    from jobs.common.shrink import watching
+
+    cpus = wait_for(recipe.ray, lambda c, g: cluster_problem(recipe, c, g), [{"CPU": 1}])
+    with watching(cpus):
+        if "cuts" not in calibrated:
+            calibrated["cuts"] = calibrate(recipe, storage, paths, cpus)
+        calibration = calibrated["cuts"]
+        todo = todo + _stale(storage, ledger, [k for k in sorted(paths) if k not in todo], calibration)
+        rows = [{"path": paths[k], "key": k} for k in todo]
+        if rows:
+            progress = Progress("classify", len(rows))
+            for row in _pipeline(recipe, rows, cpus, write(recipe.model_dump(), calibration)).iter_rows():
+                entry = json.loads(row["entry"])
+                log.info("shard %s written", entry["shard"])
+                progress.shard_done(entry["summary"].get("docs", 0))
 
 
 def summarize(recipe: QualityRecipe, storage: Storage, done: dict[str, dict]) -> dict:
