@@ -205,8 +205,8 @@ def test_int32_writer(tmp_path):
 
 
 def test_killed_export_resumes_to_the_same_bytes(exported, mixture, tokenizer, tmp_path):
-    """The README command, killed once its first shard is written, then run again: exit 0, and the shards are
-    byte-identical to an uninterrupted run's."""
+    """The README command, killed once its first shard is written, then run again with one token cache gone:
+    exit 0, that cache (only) made again, and the shards byte-identical to an uninterrupted run's."""
     output = Path(os.path.relpath(tmp_path / "resumed", ROOT))  # as a user types it, relative to the checkout
     command = [sys.executable, "-m", "jobs.export", "--config", RECIPE, "--set", f"input={mixture[0]}",
                "--set", f"output={output}", "--set", f"tokenizer={tokenizer}", "--set", "shard_tokens=20000",
@@ -220,9 +220,13 @@ def test_killed_export_resumes_to_the_same_bytes(exported, mixture, tokenizer, t
     process.wait()
     output = ROOT / output
     assert not (output / "manifest.json").exists()
+    gone = next((output / "_work" / "tokens").rglob("*.tok"), None)  # none if the first run ended before caching
+    if gone is not None:
+        gone.unlink()
     done = subprocess.run(command[:-2], cwd=ROOT, capture_output=True, text=True, timeout=300)  # Ray's defaults
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ("1 token cache(s) missing or made with other settings: redone" in done.stderr) == (gone is not None)
     assert summary["shards"] == len(json.loads((exported / "manifest.json").read_text())["shards"])
     assert shard_bytes(output) == shard_bytes(exported)
 

@@ -140,10 +140,16 @@ def _tokenize(storage: Storage, recipe: ExportRecipe, files: dict[str, str], set
     ledger = join(recipe.output, "_ledger", "tokens")
     recorded = set(names_under(storage, ledger, storage.walk(ledger, ".json"), ".json"))
     keys = sorted(recorded & set(files))
-    for key, entry in zip(keys, read_entries(storage, [join(ledger, f"{k}.json") for k in keys]), strict=True):
-        if entry.get("settings") != settings or not all(storage.exists(p) for p in entry["outputs"].values()):
-            storage.delete(join(ledger, f"{key}.json"))
-            recorded.discard(key)
+    caches = join(recipe.output, "_work", "tokens")
+    cached = {join(caches, name) for name in names_under(storage, caches, storage.walk(caches, ""), "")}  # one listing
+    stale = [key for key, entry in zip(keys, read_entries(storage, [join(ledger, f"{k}.json") for k in keys]),
+                                       strict=True)
+             if entry.get("settings") != settings or not all(p in cached for p in entry["outputs"].values())]
+    if stale:
+        log.info("%d token cache(s) missing or made with other settings: redone", len(stale))
+    for key in stale:
+        storage.delete(join(ledger, f"{key}.json"))
+        recorded.discard(key)
     todo, changed = to_do(storage, files, lambda key: join(ledger, f"{key}.json"), recorded)
     if changed:
         log.info("%d input file(s) changed since they were tokenized: redone", len(changed))
