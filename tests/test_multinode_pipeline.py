@@ -112,11 +112,11 @@ def test_the_pipeline_on_two_worker_nodes_writes_what_one_node_writes(cluster, b
 
 def test_the_pipeline_with_a_worker_node_lost_mid_run_writes_what_one_node_writes(
         cluster, bucket, s3_client, s3_server, endpoint, tiny_bert, tiny_fasttext, undisturbed):  # noqa: F811
-    """node_c goes once quality wrote its first shard. Quality's three classifiers each hold an actor of 0.75 CPU
-    (sized for two CPUs); the one node left has one CPU, so a classifier actor lost with node_c cannot be placed
-    again: quality ends with one line after its no-progress bound, and the re-run resumes, sized from the node
-    left, and finishes on node_b."""
-    stalled = ("ray.no_progress_timeout_s=240",)  # the shipped 1,800 s, shortened: nothing here is that slow
+    """node_c goes once quality wrote its first shard. Quality's two transformer classifiers each hold an actor of
+    0.75 CPU (sized for two CPUs); the one node left has one CPU, so an actor lost with node_c cannot be placed
+    again: quality sees the cluster shrink, plans its unfinished shards again for node_b alone (listed under
+    ``retried``) and the pipeline ends as a one-node run."""
+    stalled = ("ray.no_progress_timeout_s=240",)  # the shipped 1,800 s, shortened: a stall fails the test sooner
     job = pipeline(bucket, "node-lost", s3_server, endpoint, tiny_bert, tiny_fasttext,
                    f"ray.address={cluster.address}", quality=stalled)
 
@@ -127,12 +127,11 @@ def test_the_pipeline_with_a_worker_node_lost_mid_run_writes_what_one_node_write
     kill_node(cluster, "node_c")
     at_loss = quality_done()
     done = ended(job, BOUND_S)
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    print(f"\npipeline, node_c lost after {at_loss} quality shard(s): exit {done.returncode}; {errors}")
-    assert done.returncode == 2 and len(errors) == 1, done.stderr[-3000:]
-    assert "no progress for 240 s (ray.no_progress_timeout_s)" in errors[0]
-    assert quality_done() < SHARDS
-    done = ended(pipeline(bucket, "node-lost", s3_server, endpoint, tiny_bert, tiny_fasttext,
-                          f"ray.address={cluster.address}", quality=stalled), BOUND_S)
+    replans = [line for line in done.stderr.splitlines() if "planning the" in line]
+    print(f"\npipeline, node_c lost after {at_loss} quality shard(s): exit {done.returncode}; {replans}")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert at_loss < SHARDS and len(replans) == 1
+    assert "the cluster went from 2 to 1 CPU(s) (a node lost)" in replans[0]
+    stats = json.loads(s3_client.get_object(Bucket=bucket, Key="node-lost/mixture/quality/_stats.json")["Body"].read())
+    assert stats["failed"] == [] and 0 < len(stats["retried"]) <= SHARDS - at_loss
     same(outcome(s3_client, s3_server, bucket, "node-lost"), undisturbed)
