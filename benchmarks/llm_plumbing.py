@@ -1,27 +1,27 @@
 """The LLM path's own ceiling: requests/s and CPU-ms per request with an endpoint that answers at once.
 
-    python -m benchmarks.llm_plumbing [--docs 400] [--small 40] [--tokenizer DIR]
+    python -m benchmarks.llm_plumbing [--sizes 40,400,2000] [--tokenizer DIR]
 
 Runs ``python -m jobs.synthesize`` with the shipped rephrase-wrap recipe (four prompts) on the ``openai``
 engine against a scripted OpenAI-compatible server on 127.0.0.1 (tests/scripted_llm.py, in this process,
 so its CPU is not counted) that answers each request at once with its text's words reversed (a rephrase as
 long as its input). Everything the job does is measured: request building and chunking with the
-tokenizer, the endpoint's HTTP stage, part files, finishing shards and ledgers, Ray's start and stop.
+tokenizer, the endpoint's HTTP stage, part files, finishing shards (the output checks) and ledgers, Ray's
+start and stop.
 
 CPU time is summed over the job's whole process tree (driver, Ray's own processes, Ray workers), sampled
 every 0.1 s per process (a process that exits loses at most its last 0.1 s), so the per-core figure holds
-on a machine shared with other work. Two sizes are run; the ``marginal`` row is their difference, the
-cost of one more request without Ray's start and the engine's set-up (noisy where other work shares the
-machine: a start-up's CPU varies by more than the small run's requests cost); the ``steady state`` row counts
-only the CPU spent while the server answered the big run's middle 80 % of requests. Cores per GPU: the GPU's output
-tokens/s (datatrove's published per-H100 rates for small models) / mean output tokens per request (the
-answers counted with the tokenizer) / the marginal requests/s per core.
+on a machine shared with other work. One run per size; the ``marginal`` row is the two biggest runs'
+difference, and the ``fit`` row a least-squares line through every run, CPU-s = fixed + per request x
+requests: its slope is the cost of one more request with Ray's start, worker start-ups (each Ray worker
+process imports pyarrow, transformers and fastText once) and the engine's set-up taken out. Cores per GPU:
+the GPU's output tokens/s (datatrove's published per-H100 rates for small models) / mean output tokens per
+request (the answers counted with the tokenizer) / the requests/s per core.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import os
 import shutil
@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +68,6 @@ class TreeCPU:
     def __init__(self, pid: int):
         self.root = psutil.Process(pid)
         self.seen: dict[tuple[int, float], tuple[str, float]] = {}
-        self.series: list[tuple[float, float]] = []  # (monotonic time, CPU seconds of the tree so far)
 
     def sample(self) -> None:
         try:
@@ -82,13 +82,6 @@ class TreeCPU:
                 self.seen[key] = (kind, times.user + times.system)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-        self.series.append((time.monotonic(), sum(seconds for _, seconds in self.seen.values())))
-
-    def between(self, start: float, end: float) -> float:
-        """CPU seconds the tree spent from ``start`` to ``end`` (monotonic times), from the nearest samples."""
-        at = [t for t, _ in self.series]
-        first, last = bisect.bisect_left(at, start), bisect.bisect_right(at, end) - 1
-        return self.series[last][1] - self.series[first][1] if last > first else 0.0
 
     def _kind(self, p: psutil.Process) -> str:
         if p.pid == self.root.pid:
@@ -103,10 +96,8 @@ class TreeCPU:
         return out
 
 
-def run(docs: int, shards: int, tokenizer: str, url: str, work: Path, answered: list[float]) -> dict:
-    """One job over ``docs`` documents: requests, wall seconds and CPU seconds by kind, and the steady state:
-    CPU seconds and requests between the times the server answered the first and the last tenth of the
-    requests (``answered``, its answer times), when every stage is running and none is starting or stopping."""
+def run(docs: int, shards: int, tokenizer: str, url: str, work: Path) -> dict:
+    """One job over ``docs`` documents: requests, wall seconds and CPU seconds by kind."""
     write_input(work / f"in-{docs}", docs, shards)
     out = work / f"out-{docs}"
     sets = [f"input={work / f'in-{docs}'}", f"output={out}", "llm.engine=openai", "llm.model=scripted",
@@ -124,47 +115,56 @@ def run(docs: int, shards: int, tokenizer: str, url: str, work: Path, answered: 
         raise SystemExit(f"synthesize failed on {docs} documents (exit {job.returncode}): "
                          f"{job.stderr.read().decode()[-2000:]}")
     stats = json.loads((out / "_stats.json").read_text())
-    times = sorted(answered)
-    start, end = times[len(times) // 10], times[len(times) * 9 // 10]
-    steady = {"docs": f"steady state of {docs}", "requests": len(times) * 9 // 10 - len(times) // 10,
-              "wall": end - start, "cpu": tree.between(start, end)}
-    answered.clear()
-    return {"docs": docs, "requests": stats["requests"], "wall": wall, **tree.totals()}, steady
+    totals = tree.totals()
+    return {"docs": docs, "requests": stats["requests"], "wall": wall, **totals, "cpu": sum(totals.values())}
+
+
+def fit(rows: list[dict]) -> dict:
+    """The least-squares line CPU-s = fixed + slope x requests through ``rows``, as a row of ``slope``."""
+    requests, cpu = np.array([r["requests"] for r in rows], float), np.array([r["cpu"] for r in rows], float)
+    slope, fixed = np.polyfit(requests, cpu, 1)
+    return {"docs": f"fit over {len(rows)} runs: {fixed:.1f} CPU-s fixed + per request", "requests": 1000,
+            "wall": float("nan"), "cpu": slope * 1000}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=400)
-    parser.add_argument("--small", type=int, default=40, help="documents of the run subtracted for the margin")
+    parser.add_argument("--sizes", default="40,400,2000", help="documents of each run (four prompts each)")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--tokenizer", default=None, help="a local tokenizer folder (default: trained here)")
     args = parser.parse_args()
+    sizes = sorted(map(int, args.sizes.split(",")))
+    if len(sizes) < 2:
+        raise SystemExit("--sizes: give at least two sizes")
     work = Path(tempfile.mkdtemp(prefix="cc-refinery-bench-plumbing-"))
     tokenizer = args.tokenizer or _tokenizer(work)
-    answered: list[float] = []
-    server = ScriptedLLM(lambda messages: answered.append(time.monotonic()) or answer(messages))
+    server = ScriptedLLM(answer)
     try:
-        small, _ = run(args.small, args.shards, tokenizer, server.url, work, answered)
-        before = len(server.requests)
-        big, steady = run(args.docs, args.shards, tokenizer, server.url, work, answered)
+        rows = []
+        for docs in sizes:
+            before = len(server.requests)
+            rows.append(run(docs, args.shards, tokenizer, server.url, work))
         answers = [answer(p["messages"]) for p in server.requests[before:]]
         tokens_out = sum(token_counter(tokenizer)(answers)) / max(1, len(answers))
     finally:
         server.close()
         shutil.rmtree(work, ignore_errors=True)
-    margin = {k: big[k] - small[k] for k in big}
+    small, big = rows[-2:]
+    margin = {k: big[k] - small[k] for k in ("requests", "wall", "cpu", "driver", "ray system", "ray workers")}
     margin["docs"] = f"marginal ({big['docs']} - {small['docs']})"
     print(f"mean output tokens per request: {tokens_out:.0f} (answers as long as their chunk; tokenizer {tokenizer})")
     print("| docs | requests | wall s | requests/s | CPU-s total (driver / Ray system / Ray workers) | "
           "CPU-ms per request | requests/s per core | cores per GPU at 5,000 / 9,000 output tokens/s |")
     print("|---|---|---|---|---|---|---|---|")
-    for row in (small, big, margin, steady):
-        cpu = row["cpu"] if "cpu" in row else row["driver"] + row["ray system"] + row["ray workers"]
-        kinds = "" if "cpu" in row else f" ({row['driver']:.1f} / {row['ray system']:.1f} / {row['ray workers']:.1f})"
-        per_core = row["requests"] / cpu
+    for row in (*rows, margin, fit(rows)):
+        kinds = f" ({row['driver']:.1f} / {row['ray system']:.1f} / {row['ray workers']:.1f})" if "driver" in row \
+            else ""
+        per_core = row["requests"] / row["cpu"]
         cores = " / ".join(f"{tps / tokens_out / per_core:.2f}" for tps in GPU_TOKENS_S)
-        print(f"| {row['docs']} | {row['requests']} | {row['wall']:.1f} | {row['requests'] / row['wall']:.0f} | "
-              f"{cpu:.1f}{kinds} | {1000 * cpu / row['requests']:.2f} | {per_core:.0f} | {cores} |")
+        wall = "—" if np.isnan(row["wall"]) else f"{row['wall']:.1f}"
+        rate = "—" if np.isnan(row["wall"]) else f"{row['requests'] / row['wall']:.0f}"
+        print(f"| {row['docs']} | {row['requests']} | {wall} | {rate} | {row['cpu']:.1f}{kinds} | "
+              f"{1000 * row['cpu'] / row['requests']:.2f} | {per_core:.0f} | {cores} |")
 
 
 if __name__ == "__main__":
