@@ -86,14 +86,14 @@ def modified(storage: Storage, uris: Iterable[str]) -> dict[str, float | None]:
         if not is_s3(uri):
             if os.path.isfile(uri):
                 found[uri] = float(os.stat(uri).st_mtime_ns // 1_000_000_000)
-        elif storage._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        elif storage.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
             found[uri] = None
         else:
             bucket, key = split_s3(uri)
             folders[(bucket, key.rpartition("/")[0])].append(key)
     for (bucket, folder), keys in folders.items():
         wanted, last = set(keys), max(keys)
-        pages = storage._client_for(f"s3://{bucket}").get_paginator("list_objects_v2").paginate(
+        pages = storage.client_for(f"s3://{bucket}").get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=f"{folder}/" if folder else "", StartAfter=min(keys)[:-1])
         for page in pages:  # paginate lazily: stop past the last key asked for
             contents = page.get("Contents", [])

@@ -82,7 +82,8 @@ class Storage:
         for name, value in state.items():
             object.__setattr__(self, name, value)
 
-    def _anonymous_for(self, uri: str) -> bool:
+    def anonymous_for(self, uri: str) -> bool:
+        """Whether ``uri`` is read without credentials (Common Crawl's public bucket on AWS, unless set)."""
         if self.anonymous is not None:
             return self.anonymous
         return is_s3(uri) and split_s3(uri)[0] == CC_BUCKET and self.endpoint_url is None
@@ -111,16 +112,16 @@ class Storage:
             return open(uri, "rb")
         import smart_open  # imported on first use, as boto3
 
-        if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        if self.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
             return smart_open.open(CC_HTTPS + split_s3(uri)[1], "rb", compression="disable")
-        return smart_open.open(uri, "rb", compression="disable", transport_params={"client": self._client_for(uri)})
+        return smart_open.open(uri, "rb", compression="disable", transport_params={"client": self.client_for(uri)})
 
     def stat(self, uri: str) -> dict:
         """The input's identity for the ledger: ``size`` and ``etag`` (S3, HTTP) or ``mtime_ns`` (local)."""
         if not is_s3(uri):
             info = os.stat(uri)
             return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
-        if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        if self.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
             response = requests.head(CC_HTTPS + split_s3(uri)[1], timeout=60, allow_redirects=True)
             if response.status_code == 404:
                 raise FileNotFoundError(uri)
@@ -128,7 +129,7 @@ class Storage:
             return {"size": int(response.headers["Content-Length"]), "etag": response.headers.get("ETag")}
         bucket, key = split_s3(uri)
         try:
-            head = self._client_for(uri).head_object(Bucket=bucket, Key=key)
+            head = self.client_for(uri).head_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise FileNotFoundError(uri) from None
@@ -141,8 +142,9 @@ class Storage:
         return RangeReader(uri, lambda offset: self._open_at(uri, offset, identity), identity["size"],
                            self.retries, self.retry_backoff_s, start)
 
-    def _client_for(self, uri: str):
-        return self._unsigned_client if self._anonymous_for(uri) else self._client
+    def client_for(self, uri: str):
+        """The boto3 S3 client for ``uri`` (unsigned where :meth:`anonymous_for`)."""
+        return self._unsigned_client if self.anonymous_for(uri) else self._client
 
     def _open_at(self, uri: str, offset: int, identity: dict) -> IO[bytes]:
         if offset >= identity["size"]:
@@ -155,7 +157,7 @@ class Storage:
             f.seek(offset)
             return f
         etag = identity.get("etag")
-        if self._anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        if self.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
             headers = {"Range": f"bytes={offset}-", **({"If-Match": etag} if etag else {})}
             response = requests.get(CC_HTTPS + split_s3(uri)[1], headers=headers, stream=True, timeout=(30, 120))
             if response.status_code == 412:
@@ -166,7 +168,7 @@ class Storage:
             return response.raw
         bucket, key = split_s3(uri)
         try:
-            return self._client_for(uri).get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-",
+            return self.client_for(uri).get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-",
                                                     **({"IfMatch": etag} if etag else {}))["Body"]
         except botocore.exceptions.ClientError as err:
             code = err.response.get("Error", {}).get("Code")
@@ -184,7 +186,7 @@ class Storage:
             return [pattern]
         bucket, key = split_s3(pattern)
         prefix = key[: min(key.find(c) for c in "*?[" if c in key)]
-        client = self._unsigned_client if self._anonymous_for(pattern) else self._client
+        client = self._unsigned_client if self.anonymous_for(pattern) else self._client
         found = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])  # less folder markers
@@ -252,7 +254,7 @@ class Storage:
                 # it; pyarrow's stream made every file a multipart upload (three requests, two at the PUT price)
                 bucket, key = split_s3(uri)
                 try:
-                    self._client_for(uri).upload_file(staging, bucket, key, Config=TransferConfig(
+                    self.client_for(uri).upload_file(staging, bucket, key, Config=TransferConfig(
                         multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART))
                 except S3UploadFailedError as err:  # an OSError, as a failed write is everywhere else
                     raise OSError(f"{uri}: {err.__context__ or err}") from None
@@ -282,7 +284,7 @@ class Storage:
         """Remove one file; on S3 with boto3, as pyarrow would leave a folder marker behind."""
         if is_s3(uri):
             bucket, key = split_s3(uri)
-            self._client_for(uri).delete_object(Bucket=bucket, Key=key)
+            self.client_for(uri).delete_object(Bucket=bucket, Key=key)
         else:
             os.remove(uri)
 
