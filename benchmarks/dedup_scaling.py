@@ -155,7 +155,7 @@ def timed_job(spark, root: Path) -> tuple[dict, dict]:
     conf = spark.sparkContext.getConf()
     recipe = DedupRecipe(name="bench", input=str(root / "filter"), output=str(root / "dedup"),
                          spark={"master": conf.get("spark.master"), "driver_memory": conf.get("spark.driver.memory"),
-                                "shuffle_partitions": int(conf.get("spark.sql.shuffle.partitions"))})
+                                "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions"))})
     stop, mem = threading.Event(), {}
     sampler = threading.Thread(target=sample_peaks, args=(stop, mem), daemon=True)
     sampler.start()

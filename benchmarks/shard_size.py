@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import random
 import re
@@ -294,7 +295,9 @@ def dedup(spark, root: Path, n: int) -> dict:
     figures.update(busy_s=stats["seconds"], peak_rss_mib=mem.get("jvm", 0) + mem.get("workers", 0),
                    jvm_mib=mem.get("jvm", 0), python_mib=mem.get("workers", 0))
     return {"stage": f"dedup (Spark local[2], driver_memory {spark.conf.get('spark.driver.memory')}: JVM + "
-                      "Python workers)", "input": f"{n:,} docs", "docs": n, **figures}
+                      "Python workers)",
+            "input": f"{n:,} docs, {spark.conf.get('spark.sql.shuffle.partitions')} shuffle partitions", "docs": n,
+            **figures}
 
 
 def note(row: dict) -> dict:
@@ -329,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-docs", type=int, default=50_000, help="documents of the small quality/dedup input")
     parser.add_argument("--stages", default="curate,quality,dedup")
     parser.add_argument("--driver-memory", default="6g", help="dedup's spark.driver_memory (its JVM heap)")
+    parser.add_argument("--docs-per-partition", type=int, help="dedup's spark.shuffle_partitions as the documents over "
+                                                                "this (at least 8); default: 8 at every size")
     args = parser.parse_args(argv)
     work, stages, rows = Path(args.work), args.stages.split(","), []
     work.mkdir(parents=True, exist_ok=True)
@@ -363,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             synthesize(texts, 2000, work / "warmup" / "filter")
             timed_job(spark, work / "warmup")  # JVM JIT and Python worker start-up, not measured
-            rows += [note(dedup(spark, roots[n], n)) for n in roots]
+            for n in roots:
+                partitions = max(8, math.ceil(n / args.docs_per_partition)) if args.docs_per_partition else 8
+                spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+                rows.append(note(dedup(spark, roots[n], n)))
         finally:
             spark.stop()
     print(table(rows))
