@@ -6,8 +6,10 @@ Writes ``<output>/<crawl>/<shard>.parquet`` (the input shard with ``<name>_score
 ``<name>_int_score`` for transformers and ``quality_bucket``/``quality_label`` with buckets), the
 ledger entry ``<output>/_ledger/<crawl>/<shard>.json`` after each shard, saved cut-points under
 ``<output>/_calibration/`` and ``<output>/_stats.json`` (score histograms, bucket token shares,
-drift against the calibration crawl, cache hits). A re-run skips finished shards. With a
-``rating`` block the documents are rated by an LLM instead (``jobs/classify/rate.py``).
+drift against the calibration crawl, cache hits, ``retried``, ``failed``). A re-run skips finished shards.
+When the cluster loses CPUs mid-run (a node lost), the unfinished shards are planned again for the nodes
+left (``jobs/common/shrink.py``) and listed under ``retried``. With a ``rating`` block the documents are
+rated by an LLM instead (``jobs/classify/rate.py``).
 """
 
 from __future__ import annotations
