@@ -152,10 +152,10 @@ def sample_peaks(stop: threading.Event, peak: dict, interval: float = 0.2) -> No
 def timed_job(spark, root: Path) -> tuple[dict, dict]:
     """Run the dedup job on <root>/filter in ``spark``'s session (the recipe names its settings); (its stats, peak
     RSS MiB sampled while it ran)."""
-    conf = spark.sparkContext.getConf()
+    conf = spark.conf
     recipe = DedupRecipe(name="bench", input=str(root / "filter"), output=str(root / "dedup"),
                          spark={"master": conf.get("spark.master"), "driver_memory": conf.get("spark.driver.memory"),
-                                "shuffle_partitions": int(spark.conf.get("spark.sql.shuffle.partitions"))})
+                                "shuffle_partitions": int(conf.get("spark.sql.shuffle.partitions"))})
     stop, mem = threading.Event(), {}
     sampler = threading.Thread(target=sample_peaks, args=(stop, mem), daemon=True)
     sampler.start()

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from operators.io.storage import CC_BUCKET, Storage, is_s3, join, split_s3
+from operators.io.storage import Storage, is_s3, join, split_s3
 
 log = logging.getLogger("cc_refinery.ledger")
 
@@ -86,7 +86,7 @@ def modified(storage: Storage, uris: Iterable[str]) -> dict[str, float | None]:
         if not is_s3(uri):
             if os.path.isfile(uri):
                 found[uri] = float(os.stat(uri).st_mtime_ns // 1_000_000_000)
-        elif storage.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        elif storage.public_crawl(uri):
             found[uri] = None
         else:
             bucket, key = split_s3(uri)

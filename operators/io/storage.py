@@ -88,6 +88,10 @@ class Storage:
             return self.anonymous
         return is_s3(uri) and split_s3(uri)[0] == CC_BUCKET and self.endpoint_url is None
 
+    def public_crawl(self, uri: str) -> bool:
+        """Whether ``uri`` is Common Crawl's own, read anonymously (over its HTTPS mirror; never rewritten)."""
+        return self.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET
+
     @cached_property
     def _client(self):
         return self._make_client(signed=True)
@@ -112,7 +116,7 @@ class Storage:
             return open(uri, "rb")
         import smart_open  # imported on first use, as boto3
 
-        if self.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        if self.public_crawl(uri):
             return smart_open.open(CC_HTTPS + split_s3(uri)[1], "rb", compression="disable")
         return smart_open.open(uri, "rb", compression="disable", transport_params={"client": self.client_for(uri)})
 
@@ -121,7 +125,7 @@ class Storage:
         if not is_s3(uri):
             info = os.stat(uri)
             return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
-        if self.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        if self.public_crawl(uri):
             response = requests.head(CC_HTTPS + split_s3(uri)[1], timeout=60, allow_redirects=True)
             if response.status_code == 404:
                 raise FileNotFoundError(uri)
@@ -157,7 +161,7 @@ class Storage:
             f.seek(offset)
             return f
         etag = identity.get("etag")
-        if self.anonymous_for(uri) and split_s3(uri)[0] == CC_BUCKET:
+        if self.public_crawl(uri):
             headers = {"Range": f"bytes={offset}-", **({"If-Match": etag} if etag else {})}
             response = requests.get(CC_HTTPS + split_s3(uri)[1], headers=headers, stream=True, timeout=(30, 120))
             if response.status_code == 412:
@@ -186,7 +190,7 @@ class Storage:
             return [pattern]
         bucket, key = split_s3(pattern)
         prefix = key[: min(key.find(c) for c in "*?[" if c in key)]
-        client = self._unsigned_client if self.anonymous_for(pattern) else self._client
+        client = self.client_for(pattern)
         found = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             found += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])  # less folder markers
