@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from operators.llm.faithfulness import entities, faithfulness, unfaithful
+from operators.llm.faithfulness import _numbers_and_stream, _scan, entities, faithfulness, unfaithful
 from operators.llm.prompts import Prompt, load_prompt
 from operators.llm.rewire import IMPROVED_END, IMPROVED_START, THINKING_END, THINKING_START, extract_improved
 from operators.llm.tpt import added_tokens, join_segments, segments, thinking, tpt_input, training_text
@@ -89,6 +89,16 @@ def test_faithfulness_is_the_share_of_names_and_numbers_kept():
     assert faithfulness([], []).tolist() == []
     with pytest.raises(ValueError):
         faithfulness([source], [])
+
+
+def test_an_outputs_numbers_and_word_stream_are_read_as_the_token_by_token_scan_reads_them(real_texts):
+    """The output side's two ``findall`` calls give what :func:`_scan` gives token by token: every real page,
+    and the cases where a word, a possessive or a number could end elsewhere."""
+    hard = ["Rome's Colosseum, James’s car, rock'n'roll's rise, x's'y, it's-not, Rome'sa and well-known 's",
+            "mp3 v1.2 1.2.3 07/03/2024 -5.0 1,000,000.50 1234,567 a_b 3rd 3.x .5 x.5 5.",
+            "Dr. Smith met I'm and I’ll in São Paulo — Zürich’s Straße!\nNew line… ok? done.", "", "’s 's -"]
+    for text in hard + real_texts:
+        assert _numbers_and_stream(text) == _scan(text)[1:]
 
 
 def test_unfaithful_below_the_threshold_only():

@@ -34,6 +34,9 @@ class RoutingConfig(Strict):
 class ValidationConfig(Strict):
     copy_jaccard: float = Field(0.9, ge=0, le=1, description="outputs this close to their input are copies")
     check_language: bool = True
+    language_window: int | None = Field(1000, ge=1, description="characters of an output's start and of its end "
+                                                                 "that language ID reads (an output up to twice "
+                                                                 "this, whole); null: the whole output")
     min_faithfulness: float = Field(0.5, ge=0, le=1, description="share of the source's names and numbers an "
                                                                   "output must keep (synth.unfaithful)")
     faithfulness_families: list[str] = Field(["wrap", "rewire"], description="prompt families the rule applies to")

@@ -33,8 +33,19 @@ PARENT_COLUMNS = ("url", "crawl", "date", "source", "source_offset")
 ANY_LENGTH = (0.0, float("inf"))
 
 
-def _languages(texts: list[str]) -> tuple[list[str | None], list[float]]:
-    codes, scores, _ = identify(load_model(None), texts)
+def language_sample(text: str, window: int | None) -> str:
+    """What language ID reads of an output: its first and last ``window`` characters (all of it when it is
+    no longer than the two, or without ``window``). On the real dev pages (mean 6 KB, several languages) the
+    label of the first and last 1,000 characters was the whole page's on every page, at a third of the CPU,
+    and it flagged about half of the pages whose last 20-30 % was in another language (a model drifting)
+    where the whole page's label flagged none (``python -m benchmarks.language_window``)."""
+    if window is None or len(text) <= 2 * window:
+        return text
+    return f"{text[:window]} {text[-window:]}"
+
+
+def _languages(texts: list[str], window: int | None) -> tuple[list[str | None], list[float]]:
+    codes, scores, _ = identify(load_model(None), [language_sample(text, window) for text in texts])
     return codes, scores
 
 
@@ -65,7 +76,8 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
     """(kept rows, rejected rows, counts by reason) for one shard.
 
     ``results`` are the engine's rows for the shard in any order. ``validation`` holds
-    ``copy_jaccard``, ``check_language``, ``min_faithfulness`` and ``faithfulness_families``;
+    ``copy_jaccard``, ``check_language``, ``language_window``, ``min_faithfulness`` and
+    ``faithfulness_families``;
     ``tpt`` the TPT ``separator`` and ``wrap``. With ``mix`` the real documents are kept next to
     their synthetic versions. With ``score`` (texts -> scores, the post-filter's scorer) every output
     gets ``score_before`` (its source's) and ``score_after``, and of the valid outputs only the
@@ -80,7 +92,7 @@ def assemble_shard(parents: pa.Table, results: list[dict], task: str, model: str
     built = [family_output(prompts[name].family, groups[(doc_id, name)], parent[doc_id]["text"] or "", tpt)
              for doc_id, name in keys]
     sources = [parent[d]["text"] or "" for d, _ in keys]
-    languages, scores = _languages([text for text, _, _ in built])
+    languages, scores = _languages([text for text, _, _ in built], validation["language_window"])
     faithful = faithfulness(sources, [measured for _, measured, _ in built])
     source_sets = input_shingles(sources)  # a source rewritten by several prompts is hashed once
     by_prompt: dict[str, list[int]] = defaultdict(list)

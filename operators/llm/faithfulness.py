@@ -25,10 +25,16 @@ import re
 
 import numpy as np
 
-_TOKEN = re.compile(r"(?P<word>[^\W\d_]+(?:['’-][^\W\d_]+)*)"
-                    r"|(?P<num>(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)"
-                    r"|(?P<stop>[.!?…]|\n)"
-                    r"|(?P<other>[^\w\s])")
+_WORD = r"[^\W\d_]+(?:['’-][^\W\d_]+)*"
+# a digit not after a letter, digit, "_" or ".", then 1-3 digits with thousands groups or any digits, and a decimal
+# part; the first digit comes before the look back so that a search skips to digits (3x faster than looking first)
+_NUM = r"\d(?<![\w.]\d)(?:\d{0,2}(?:,\d{3})+|\d*)(?:\.\d+)?"
+_TOKEN = re.compile(rf"(?P<word>{_WORD})|(?P<num>{_NUM})|(?P<stop>[.!?…]|\n)|(?P<other>[^\w\s])")
+# the same tokens, a word's possessive left out of its one group (empty for any other token): the word is
+# taken lazily up to where it cannot go on, so it ends where the greedy word above ends
+_STREAM = re.compile(rf"([^\W\d_]+(?:['’-][^\W\d_]+)*?)(?:['’]s)?(?![^\W\d_]|['’-][^\W\d_])"
+                     rf"|{_NUM}|[.!?…\n]|[^\w\s]")
+_NUMBER = re.compile(_NUM)  # digits are in no other token, so numbers found alone are the tokens' numbers
 _POSSESSIVE = re.compile(r"['’]s$")
 _PRONOUN = re.compile(r"I['’](?:m|ll|ve|d)")
 
@@ -75,17 +81,10 @@ def _scan(text: str) -> tuple[set[str], set[str], str]:
 
 
 def _numbers_and_stream(text: str) -> tuple[set[str], str]:
-    """:func:`_scan`'s numbers and word stream without its names (all an output is searched for), in one
-    ``findall``: the same values at a fraction of the CPU."""
-    numbers, stream = set(), []
-    for word, num, _, _ in _TOKEN.findall(text):
-        if word:
-            stream.append(word[:-2] if word.endswith(("'s", "’s")) else word)  # _POSSESSIVE
-        else:
-            stream.append("|")
-            if num:
-                numbers.add(_number(num))
-    return numbers, f" {' '.join(stream)} "
+    """:func:`_scan`'s numbers and word stream without its names (all an output is searched for): the same
+    values from two ``findall`` calls and one join, without a Python step per token."""
+    stream = " ".join([word or "|" for word in _STREAM.findall(text)])
+    return {_number(num) for num in _NUMBER.findall(text)}, f" {stream} "
 
 
 def entities(text: str) -> tuple[set[str], set[str]]:
@@ -98,14 +97,20 @@ def faithfulness(sources: list[str], outputs: list[str]) -> np.ndarray:
     """Per pair, the share of the source's names and numbers found in the output (float32; 1.0 if none)."""
     kept = np.zeros(len(sources), dtype=np.float32)
     found = np.zeros(len(sources), dtype=np.float32)
-    scanned: dict[str, tuple[set[str], set[str], str]] = {}  # a source rewritten by several prompts is read once
+    # a source rewritten by several prompts is read once: its one-word names, its longer names (as searched for,
+    # and their words) and its numbers
+    scanned: dict[str, tuple[set[str], list[tuple[str, set[str]]], set[str]]] = {}
     for i, (source, output) in enumerate(zip(sources, outputs, strict=True)):
         if (source or "") not in scanned:
-            scanned[source or ""] = _scan(source or "")
-        names, numbers, _ = scanned[source or ""]
+            names, numbers, _ = _scan(source or "")
+            scanned[source or ""] = ({name for name in names if " " not in name},
+                                     [(f" {name} ", set(name.split())) for name in names if " " in name], numbers)
+        single, multiple, numbers = scanned[source or ""]
         out_numbers, out_stream = _numbers_and_stream(output or "")
-        kept[i] = len(numbers & out_numbers) + sum(f" {name} " in out_stream for name in names)
-        found[i] = len(names) + len(numbers)
+        words = set(out_stream.split())  # a one-word name is in the stream when it is one of its words
+        kept[i] = (len(numbers & out_numbers) + len(single & words)
+                   + sum(name in out_stream for name, parts in multiple if parts <= words))
+        found[i] = len(single) + len(multiple) + len(numbers)
     return np.divide(kept, found, out=np.ones_like(kept), where=found > 0)
 
 
