@@ -9,7 +9,11 @@ import time
 
 import pytest
 
+from jobs.common.generation import stream
+from jobs.common.llm_cluster import LLMRayConfig
 from jobs.common.progress import RequestProgress
+from operators.io.storage import Storage
+from operators.llm.engine import LLMConfig
 from tests.scripted_llm import ScriptedLLM
 from tests.test_synthesize_families import REWIRE_ANSWERS, synthesize, which
 
@@ -69,3 +73,38 @@ def test_a_run_logs_its_progress_while_it_waits_and_at_the_end(tmp_path, ray_loc
     # line is no part of it), not only at the end
     assert ticking > 1.0 and len(lines) >= ticking / 0.2 / 3
     assert any(line.startswith("progress generate: 0/") for line in lines)  # before the first batch came back
+
+
+def _one_request(item: dict) -> list[dict]:
+    """A shard's one request (its input path is a number)."""
+    return [{"request_key": item["shard_key"], "shard_key": item["shard_key"], "parent_id": item["path"],
+             "prompt_name": "wrap_easy", "chunk_index": 0, "chunks": 1, "chunk": "Some text.", "request_seed": 0,
+             "expected": 1}]
+
+
+@pytest.mark.slow
+def test_a_shard_is_finished_while_later_shards_are_still_generated(tmp_path, ray_local):
+    answered: list[float] = []
+
+    def answer(messages):
+        time.sleep(2.0)  # room for a loaded machine to start a finishing task before the last answer
+        answered.append(time.time())
+        return "An answer."
+
+    def finish(key: str, results: list[dict]) -> dict:
+        (tmp_path / f"{key}.done").write_text(repr(time.time()))
+        return {"shard": key, "rows": {"data": len(results)}}
+
+    server = ScriptedLLM(answer)
+    try:
+        llm = LLMConfig(engine="openai", model="scripted", batch_size=1, endpoint={"url": server.url,
+                                                                                   "concurrency": 1})
+        stream(llm, LLMRayConfig(), Storage(), str(tmp_path / "_parts"), {f"s{k}": str(k) for k in range(4)},
+               _one_request, finish, [])
+    finally:
+        server.close()
+    finished = sorted(float((tmp_path / f"s{k}.done").read_text()) for k in range(4))
+    print(f"\nanswered at +{[round(t - answered[0], 1) for t in answered]} s, shards finished at "
+          f"+{[round(t - answered[0], 1) for t in finished]} s")
+    assert len(answered) == 4
+    assert finished[0] < answered[-1]  # Ray Data's default 256-row batches held every count to the end

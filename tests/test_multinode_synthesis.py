@@ -1,7 +1,8 @@
 """Synthesis on a Ray cluster of a head without CPUs and two one-CPU worker nodes on this machine (``python -m
 jobs.synthesize`` with ``ray.address``, the scripted OpenAI-compatible endpoint, input and output on the local
 S3 server): the same rows, rejects, ledger entries and ``_stats.json`` as a one-node run, its shards finished on
-both nodes; with a worker node SIGKILLed mid-job the job still ends with that output, nothing written twice."""
+both nodes; with a worker node SIGKILLed mid-job the job still ends with that output, nothing written twice, the
+shards it planned again for the node left under ``retried``."""
 
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(3 * GENEROUS_S)]
 RECIPE = "jobs/recipes/rephrase-wrap.yaml"
 CRAWL, SHARDS = "CC-MAIN-2024-22", 6
 ANSWER_S = 0.1  # each answer's delay: the job lasts long enough for a node to be lost in its middle
+SLOW_ANSWER_S = 3.0  # ... and long enough after it for Ray to mark the node dead (its health checks)
 ENTRY_VOLATILE = ("node", "attempt")  # where a shard was finished, by which attempt
 
 
-def answer(messages: list[dict]) -> str:
-    """The mixture's scripted answers (a rephrasing: the English paragraphs), each after ANSWER_S."""
-    time.sleep(ANSWER_S)
+def answer(messages: list[dict], delay_s: float = ANSWER_S) -> str:
+    """The mixture's scripted answers (a rephrasing: the English paragraphs), each after ``delay_s``."""
+    time.sleep(delay_s)
     return scripted_mixture.answer(messages)
 
 
@@ -43,6 +45,14 @@ def answer(messages: list[dict]) -> str:
 def endpoint():
     """The scripted endpoint's URL."""
     server = ScriptedLLM(answer)
+    yield server.url
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def slow_endpoint():
+    """The same answers after SLOW_ANSWER_S each: the job outlasts the time Ray takes to see a node gone."""
+    server = ScriptedLLM(lambda messages: answer(messages, SLOW_ANSWER_S))
     yield server.url
     server.close()
 
@@ -133,8 +143,9 @@ def test_synthesis_on_two_worker_nodes_writes_what_one_node_writes(cluster, buck
 
 
 def test_synthesis_with_a_worker_node_lost_mid_job_writes_what_one_node_writes(
-        cluster, bucket, s3_client, s3_server, endpoint, tiny_bert, undisturbed):  # noqa: F811
-    job = synthesize(bucket, "node-lost", s3_server, endpoint, tiny_bert, f"ray.address={cluster.address}")
+        cluster, bucket, s3_client, s3_server, slow_endpoint, tiny_bert, undisturbed):  # noqa: F811
+    job = synthesize(bucket, "node-lost", s3_server, slow_endpoint, tiny_bert, f"ray.address={cluster.address}",
+                     "llm.batch_size=4")  # shards finish one by one (at 64 the whole run is one batch)
     wait_until(lambda: ledger(s3_client, bucket, "node-lost"), "a first shard's ledger entry",
                alive=lambda: job.poll() is None, every_s=0.1)
     kill_node(cluster, "node_c")
@@ -144,4 +155,10 @@ def test_synthesis_with_a_worker_node_lost_mid_job_writes_what_one_node_writes(
     print(f"\nsynthesis, node_c lost after {at_loss} of {SHARDS} shards: exit {done.returncode}; {errors}")
     assert at_loss < SHARDS, "the job was done before the node was lost"
     assert done.returncode == 0, done.stderr[-3000:]
-    same(outcome(bucket, "node-lost", s3_server), undisturbed)
+    run = outcome(bucket, "node-lost", s3_server)
+    retried = run["stats"].pop("retried")
+    print(f"re-planned after the loss: {[r['shard'] for r in retried]}")
+    assert 0 < len(retried) <= SHARDS - at_loss, done.stderr[-4000:]
+    assert all(r["error"] == "unfinished when the cluster went from 2 to 1 CPU(s) (a node lost)" for r in retried)
+    assert done.stderr.count("planning the") == 1
+    same({**run, "stats": {**run["stats"], "retried": []}}, undisturbed)

@@ -35,7 +35,6 @@ from operators.io.storage import Storage, join
 log = logging.getLogger("cc_refinery.classify")
 HELPER_STAGES = 3  # prepare, write, and calibration's sample stage
 MIN_CPUS = 0.05
-MAX_REPLANS = 3  # a cluster that keeps losing nodes ends the job after this many re-plans
 
 
 def _cpu_replicas(recipe: QualityRecipe) -> int:
@@ -147,7 +146,7 @@ def run(recipe: QualityRecipe) -> dict:
 
 def _score(recipe: QualityRecipe, storage: Storage) -> dict:
     """The classifiers' run, once this process holds the output."""
-    from jobs.common.shrink import ClusterShrank
+    from jobs.common.shrink import MAX_REPLANS, ClusterShrank
 
     started = time.time()
     paths, todo, ledger = plan(recipe, storage)

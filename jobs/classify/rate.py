@@ -77,13 +77,13 @@ def run(recipe: QualityRecipe, storage: Storage) -> dict:
     Called by the classify job, which holds the output."""
     started = time.time()
     paths, todo, ledger = plan(recipe, storage)
-    failed, session = [], []
+    failed, retried, session = [], [], []
     if todo:
         rating = recipe.rating
         try:
             stream(rating.llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
                    _requests(recipe.model_dump(), rating.tokenizer or rating.llm.model),
-                   lambda key, results: finish(recipe, storage, key, paths[key], results), session)
+                   lambda key, results: finish(recipe, storage, key, paths[key], results), session, retried)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, rating.llm, session[0] if session else None, started)
             done = recorded(storage, ledger)
@@ -97,7 +97,7 @@ def run(recipe: QualityRecipe, storage: Storage) -> dict:
              "reasons": total.get("reasons", {}), "histograms": total.get("histograms", {}),
              "tokens_in": total.get("tokens_in", 0), "tokens_out": total.get("tokens_out", 0),
              "model": recipe.rating.llm.model, "prompt": recipe.rating.prompt,
-             "wall_seconds": round(time.time() - started, 2), "failed": failed}
+             "wall_seconds": round(time.time() - started, 2), "retried": retried, "failed": failed}
     storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) not finished: {failed[0]['error']}")

@@ -114,24 +114,50 @@ def _finish(storage: Storage, parts: str, key: str, finish: Callable[[str, list[
 
 
 def stream(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, shards: dict[str, str],
-           make_requests, finish: Callable[[str, list[dict]], dict], session: list[str]) -> None:
+           make_requests, finish: Callable[[str, list[dict]], dict], session: list[str],
+           retried: list[dict] | None = None) -> None:
     """Run every request of ``shards`` (key -> input path) and finish each shard on a worker.
 
     ``finish(key, results)`` returns the shard's ledger entry; ``session`` receives the Ray session folder.
+    When the cluster loses CPUs the pipeline was sized for (a node lost: an engine replica or a helper actor
+    may have nowhere to go), the run ends (``jobs/common/shrink.py``), the shards finishing meanwhile are
+    finished, and the rest are planned again for the nodes left (waiting, as at start, up to
+    ``ray.resources_wait_s`` for room for the engine); they are added to ``retried``. A cluster that shrinks
+    more than ``MAX_REPLANS`` times in one run ends it.
     """
+    from jobs.common.shrink import MAX_REPLANS, ClusterShrank
+
+    session.append(start_ray(cluster))
+    todo = dict(shards)
+    for replans in range(MAX_REPLANS + 1):
+        done: set[str] = set()
+        try:
+            _stream_once(llm, cluster, storage, parts, todo, make_requests, finish, done)
+            return
+        except ClusterShrank as shrunk:
+            todo = {key: path for key, path in todo.items() if key not in done}
+            if replans == MAX_REPLANS:
+                raise RuntimeError(f"the cluster lost CPUs {replans + 1} times in one run (last, {shrunk}); "
+                                   "stopped") from shrunk
+            log.warning("%s: planning the %d unfinished shard(s) again for the nodes left", shrunk, len(todo))
+            if retried is not None:
+                retried += [{"shard": key, "error": f"unfinished when {shrunk}"} for key in todo]
+
+
+def _stream_once(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, shards: dict[str, str],
+                 make_requests, finish: Callable[[str, list[dict]], dict], done: set[str]) -> None:
+    """One pipeline over ``shards``, sized for the cluster as it is now; the finished shards' keys go to ``done``.
+    Raises :class:`~jobs.common.shrink.ClusterShrank` (after the shards finishing meanwhile are finished) when
+    the cluster loses CPUs."""
     import ray
 
+    from jobs.common.shrink import ClusterShrank, watching
     from operators.llm.engine import build_engine
 
-    for key in shards:
+    for key in shards:  # parts of a killed run, or of a run ended by a lost node
         storage.delete_tree(join(parts, key))
-    session.append(start_ray(cluster))
-    helper = fit(cluster, llm)
-    requests = ray.data.from_items([{"path": path, "shard_key": key} for key, path in shards.items()],
-                                   override_num_blocks=len(shards))
+    helper, cpus = fit(cluster, llm)
     tally = ray.remote(num_cpus=0)(_Tally).remote()
-    results = build_engine(llm, helper)(requests.flat_map(_counted(make_requests, tally), num_cpus=helper))
-    counts = results.map_batches(_write_parts(storage, parts), batch_format="pyarrow", num_cpus=helper)
     finisher, finish_ref = ray.remote(num_cpus=helper)(_finish), ray.put(finish)
     got: Counter = Counter()
     running, progress = {}, Progress("generate", len(shards))
@@ -140,18 +166,28 @@ def stream(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, 
                               name="generation-progress", daemon=True)
     ticker.start()
     try:
-        for batch in counts.iter_batches(batch_format="pyarrow"):
-            columns = (batch.column(c).to_pylist() for c in ("shard_key", "rows", "expected", "tokens_out"))
-            for key, rows, expected, tokens in zip(*columns, strict=True):
-                got[key] += rows
-                requests_progress.returned(rows, tokens)
-                if got[key] == expected:
-                    running[finisher.remote(storage, parts, key, finish_ref)] = key
-            _collect(running, progress, requests_progress, block=False)
+        with watching(cpus):  # before the datasets are made: each keeps the Ray Data context it was made in
+            requests = ray.data.from_items([{"path": path, "shard_key": key} for key, path in shards.items()],
+                                           override_num_blocks=len(shards))
+            results = build_engine(llm, helper)(requests.flat_map(_counted(make_requests, tally), num_cpus=helper))
+            counts = results.map_batches(_write_parts(storage, parts), batch_format="pyarrow", num_cpus=helper)
+            # each block as it comes (batch_size=None): Ray Data's default gathers 256 rows, so the counts, a row
+            # per shard of a batch, came to the driver only at the end of a run, and no shard was finished before
+            for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
+                columns = (batch.column(c).to_pylist() for c in ("shard_key", "rows", "expected", "tokens_out"))
+                for key, rows, expected, tokens in zip(*columns, strict=True):
+                    got[key] += rows
+                    requests_progress.returned(rows, tokens)
+                    if got[key] == expected:
+                        running[finisher.remote(storage, parts, key, finish_ref)] = key
+                _collect(running, progress, requests_progress, done, block=False)
         for key in shards:
             if key not in got:  # no request (no document), or its results never came: _finish tells which
                 running[finisher.remote(storage, parts, key, finish_ref)] = key
-        _collect(running, progress, requests_progress, block=True)
+        _collect(running, progress, requests_progress, done, block=True)
+    except ClusterShrank:
+        _collect(running, progress, requests_progress, done, block=True)
+        raise
     finally:
         stop.set()
         ticker.join()
@@ -159,17 +195,19 @@ def stream(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, 
     requests_progress.log()
 
 
-def _collect(running: dict, progress: Progress, requests_progress: RequestProgress, block: bool) -> None:
-    """Log (and raise the errors of) the finishing tasks that are done; all of them with ``block``."""
+def _collect(running: dict, progress: Progress, requests_progress: RequestProgress, done: set[str],
+             block: bool) -> None:
+    """Log (and raise the errors of) the finishing tasks that are done, their keys to ``done``; all of them
+    with ``block``."""
     import ray
 
     while running:
-        done, _ = ray.wait(list(running), num_returns=len(running) if block else 1, timeout=None if block else 0)
-        if not done:
+        ready, _ = ray.wait(list(running), num_returns=len(running) if block else 1, timeout=None if block else 0)
+        if not ready:
             return
-        for ref in done:
-            running.pop(ref)
-            entry = ray.get(ref)
+        for ref in ready:
+            key, entry = running.pop(ref), ray.get(ref)
+            done.add(key)
             log.info("shard %s: %s", entry["shard"], entry.get("outputs", entry.get("rows")))
             rows = entry.get("rows")
             progress.shard_done(sum(rows.values()) if isinstance(rows, dict) else 0)

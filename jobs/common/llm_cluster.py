@@ -45,11 +45,13 @@ class LLMRayConfig(RayCluster):
     progress_every_s: float = Field(30, gt=0, description="log requests done, tokens/s and an ETA this often")
 
 
-def fit(cluster: LLMRayConfig, llm: LLMConfig) -> float:
-    """Wait (up to ``resources_wait_s``) until the cluster can hold the pipeline; return each helper's CPUs."""
+def fit(cluster: LLMRayConfig, llm: LLMConfig) -> tuple[float, float]:
+    """Wait (up to ``resources_wait_s``) until the cluster can hold the pipeline; return (each helper's CPUs,
+    the cluster's CPUs the pipeline is sized for)."""
     per_replica = engine_gpus(llm) // min_replicas(llm)
     bundles = [{"CPU": 1, **({"GPU": per_replica} if per_replica else {})}] * min_replicas(llm)
-    return helper_cpus(llm, wait_for(cluster, lambda cpus, gpus: missing(llm, cpus, gpus), bundles))
+    cpus = wait_for(cluster, lambda cpus, gpus: missing(llm, cpus, gpus), bundles)
+    return helper_cpus(llm, cpus), cpus
 
 
 def wait_for(cluster: LLMRayConfig, problem: Callable[[float, float], str | None], bundles: list[dict]) -> float:

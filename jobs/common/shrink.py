@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
 CHECK_S = 5.0
+MAX_REPLANS = 3  # a cluster that keeps losing nodes ends the job after this many re-plans
 
 
 class ClusterShrank(RuntimeError):

@@ -7,7 +7,8 @@ Requests (one per document x prompt x chunk) are made on Ray workers and streame
 engine; the driver gathers each shard's results and, once a shard is complete, writes it whole:
 ``<output>/<crawl>/<shard>.parquet`` (synthetic rows, plus the real documents with ``mix``),
 ``<output>/_rejected/...`` (outputs failing validation, with ``synth.<rule>``), then the ledger
-entry ``<output>/_ledger/<crawl>/<shard>.json``. A re-run skips shards with a ledger entry.
+entry ``<output>/_ledger/<crawl>/<shard>.json``. A re-run skips shards with a ledger entry. Shards planned
+again after the cluster lost a node (``jobs/common/generation.py``) are listed under ``retried``.
 """
 
 from __future__ import annotations
@@ -150,16 +151,16 @@ def _run(recipe: SynthRecipe, storage: Storage) -> dict:
     done = recorded(storage, join(recipe.output, "_ledger")) & set(paths)  # one listing, not a HEAD per shard
     todo = sorted(set(paths) - done)
     log.info("%d shards: %d done before, %d to do", len(paths), len(done), len(todo))
-    failed = []
+    failed, retried = [], []
     if todo:
         session: list[str] = []
         try:
             if recipe.prox:
-                refine_shards(recipe, storage, paths, todo, session)
+                refine_shards(recipe, storage, paths, todo, session, retried)
             elif todo := _engine_shards(recipe, storage, paths, todo):
                 stream(recipe.llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
                        _requests(recipe.model_dump(), recipe.tokenizer or recipe.llm.model),
-                       lambda key, results: finish_shard(recipe, storage, paths[key], results), session)
+                       lambda key, results: finish_shard(recipe, storage, paths[key], results), session, retried)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, recipe.llm, session[0] if session else None, started)
             ended = recorded(storage, join(recipe.output, "_ledger"))
@@ -173,7 +174,7 @@ def _run(recipe: SynthRecipe, storage: Storage) -> dict:
     stats = {"shards": len(entries), "rows": dict(rows), "outputs": dict(sorted(outputs.items())),
              "requests": sum(e["requests"] for e in entries), "tokens_in": sum(e["tokens_in"] for e in entries),
              "tokens_out": sum(e["tokens_out"] for e in entries), "model": recipe.llm.model,
-             "wall_seconds": round(time.time() - started, 2), "failed": failed}
+             "wall_seconds": round(time.time() - started, 2), "retried": retried, "failed": failed}
     storage.write_text(join(recipe.output, "_stats.json"), json.dumps(stats, indent=1))
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) not finished: {failed[0]['error']}")

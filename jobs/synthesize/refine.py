@@ -138,8 +138,10 @@ def finish_refined(recipe, storage: Storage, path: str, key: str, results: list[
     return entry
 
 
-def refine_shards(recipe, storage: Storage, paths: dict[str, str], todo: list[str], session: list[str]) -> None:
-    """Both passes over the ``todo`` shards (the document pass only where its answers are not saved yet)."""
+def refine_shards(recipe, storage: Storage, paths: dict[str, str], todo: list[str], session: list[str],
+                  retried: list[dict]) -> None:
+    """Both passes over the ``todo`` shards (the document pass only where its answers are not saved yet); shards
+    planned again after a node was lost go to ``retried``."""
     tokenizer = recipe.tokenizer or recipe.llm.model
     doc_llm = recipe.llm.model_copy(update={
         "model": recipe.prox.doc_model or recipe.llm.model,
@@ -150,7 +152,7 @@ def refine_shards(recipe, storage: Storage, paths: dict[str, str], todo: list[st
     raw = recipe.model_dump()
     if pending:
         stream(doc_llm, recipe.ray, storage, join(recipe.output, "_parts_doc"), pending, _doc_requests(raw, tokenizer),
-               lambda key, results: _write_doc_programs(recipe, storage, key, results), session)
+               lambda key, results: _write_doc_programs(recipe, storage, key, results), session, retried)
     stream(chunk_llm, recipe.ray, storage, join(recipe.output, "_parts"), {k: paths[k] for k in todo},
            _chunk_requests(raw, tokenizer),
-           lambda key, results: finish_refined(recipe, storage, paths[key], key, results), session)
+           lambda key, results: finish_refined(recipe, storage, paths[key], key, results), session, retried)
