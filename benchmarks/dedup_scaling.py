@@ -133,8 +133,11 @@ def _below(procs: dict, pid: int) -> list[int]:
     return kids + [g for c in kids for g in _below(procs, c)]
 
 
-def sample_peaks(stop: threading.Event, peak: dict, interval: float = 0.2) -> None:
-    """Peak RSS (MiB) of this process, of its java descendant(s), and of the sum of the JVM's Python workers."""
+def sample_peaks(stop: threading.Event, peak: dict, interval: float = 0.2, spark=None) -> None:
+    """Peak RSS (MiB) of this process, of its java descendant(s), and of the sum of the JVM's Python workers;
+    ``worker_max`` the largest one Python worker, ``worker_count`` the most of them at once and, with ``spark``,
+    ``by_stage`` the largest one Python worker while each Spark stage ran (by the stage's call site)."""
+    tracker = spark.sparkContext.statusTracker() if spark is not None else None
     while not stop.is_set():
         procs = {}  # pid -> (ppid, name, RSS MiB)
         for p in Path("/proc").glob("[0-9]*/status"):
@@ -146,6 +149,13 @@ def sample_peaks(stop: threading.Event, peak: dict, interval: float = 0.2) -> No
                "workers": [p for j in jvms for p in _below(procs, j) if procs[p][1].startswith("python")]}
         for key, pids in now.items():
             peak[key] = max(peak.get(key, 0), sum(procs.get(p, (0, "", 0))[2] for p in pids) / 1024)
+        largest = max((procs.get(p, (0, "", 0))[2] / 1024 for p in now["workers"]), default=0)
+        peak["worker_max"] = max(peak.get("worker_max", 0), largest)
+        peak["worker_count"] = max(peak.get("worker_count", 0), len(now["workers"]))
+        for stage in (tracker.getActiveStageIds() if tracker else []):
+            info = tracker.getStageInfo(stage)
+            name = info.name if info else "?"
+            peak.setdefault("by_stage", {})[name] = max(peak.get("by_stage", {}).get(name, 0), largest)
         stop.wait(interval)
 
 
@@ -157,7 +167,7 @@ def timed_job(spark, root: Path) -> tuple[dict, dict]:
                          spark={"master": conf.get("spark.master"), "driver_memory": conf.get("spark.driver.memory"),
                                 "shuffle_partitions": int(conf.get("spark.sql.shuffle.partitions"))})
     stop, mem = threading.Event(), {}
-    sampler = threading.Thread(target=sample_peaks, args=(stop, mem), daemon=True)
+    sampler = threading.Thread(target=sample_peaks, args=(stop, mem, 0.2, spark), daemon=True)
     sampler.start()
     stats = run(recipe, spark)
     stop.set()

@@ -293,7 +293,10 @@ def dedup(spark, root: Path, n: int) -> dict:
         stats, mem = timed_job(spark, root)
     figures = sampler.figures()
     figures.update(busy_s=stats["seconds"], peak_rss_mib=mem.get("jvm", 0) + mem.get("workers", 0),
-                   jvm_mib=mem.get("jvm", 0), python_mib=mem.get("workers", 0))
+                   jvm_mib=mem.get("jvm", 0), python_mib=mem.get("workers", 0),
+                   python_each_mib=mem.get("worker_max", 0), python_count=mem.get("worker_count", 0),
+                   python_by_stage=dict(sorted(((k, round(v)) for k, v in mem.get("by_stage", {}).items()),
+                                               key=lambda kv: -kv[1])))
     return {"stage": f"dedup (Spark local[2], driver_memory {spark.conf.get('spark.driver.memory')}: JVM + "
                       "Python workers)",
             "input": f"{n:,} docs, {spark.conf.get('spark.sql.shuffle.partitions')} shuffle partitions", "docs": n,
@@ -319,7 +322,9 @@ def table(rows: list[dict]) -> str:
         small.setdefault(row["stage"], figures)
         lines.append([row["stage"], row["input"], f"{row['docs']:,}", f"{rate:,.0f}", f"{per_cpu:,.0f}",
                       f"{row['peak_rss_mib']:,.0f}" + (f" (JVM {row['jvm_mib']:,.0f} + Python workers "
-                                                       f"{row['python_mib']:,.0f})" if "jvm_mib" in row else ""),
+                                                       f"{row['python_mib']:,.0f}: up to {row['python_count']} "
+                                                       f"at once, the largest {row['python_each_mib']:,.0f})"
+                                                       if "jvm_mib" in row else ""),
                       " / ".join(f"{q:,.0f}" for q in row.get("quarters_mib", [])) or "—", ratio])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
