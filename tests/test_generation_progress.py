@@ -100,7 +100,7 @@ def test_a_shard_is_finished_while_later_shards_are_still_generated(tmp_path, ra
         llm = LLMConfig(engine="openai", model="scripted", batch_size=1, endpoint={"url": server.url,
                                                                                    "concurrency": 1})
         stream(llm, LLMRayConfig(), Storage(), str(tmp_path / "_parts"), {f"s{k}": str(k) for k in range(4)},
-               _one_request, finish, [])
+               _one_request, finish, [], [])
     finally:
         server.close()
     finished = sorted(float((tmp_path / f"s{k}.done").read_text()) for k in range(4))

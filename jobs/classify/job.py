@@ -146,7 +146,7 @@ def run(recipe: QualityRecipe) -> dict:
 
 def _score(recipe: QualityRecipe, storage: Storage) -> dict:
     """The classifiers' run, once this process holds the output."""
-    from jobs.common.shrink import MAX_REPLANS, ClusterShrank
+    from jobs.common.shrink import replanning
 
     started = time.time()
     paths, todo, ledger = plan(recipe, storage)
@@ -154,18 +154,8 @@ def _score(recipe: QualityRecipe, storage: Storage) -> dict:
     if todo or (recipe.buckets and recipe.buckets.recalibrate):
         try:
             session = start_ray(recipe.ray)
-            for replans in range(MAX_REPLANS + 1):
-                try:
-                    _score_todo(recipe, storage, paths, todo, ledger, calibrated)
-                    break
-                except ClusterShrank as shrunk:
-                    done = recorded(storage, ledger)
-                    todo = [k for k in todo if k not in done]
-                    if replans == MAX_REPLANS:
-                        raise RuntimeError(f"the cluster lost CPUs {replans + 1} times in one run (last, {shrunk}); "
-                                           "stopped") from shrunk
-                    log.warning("%s: planning the %d unfinished shard(s) again for the nodes left", shrunk, len(todo))
-                    retried += [{"shard": k, "error": f"unfinished when {shrunk}"} for k in todo]
+            replanning(lambda keys: _score_todo(recipe, storage, paths, list(keys), ledger, calibrated), todo,
+                       lambda keys: _unfinished(storage, ledger, keys), retried, log)
         except Exception as err:  # noqa: BLE001 - reported with the shards it left unfinished, then raised
             reason = failure(err, recipe.ray, None, session, started)
             done = recorded(storage, ledger)
@@ -177,6 +167,12 @@ def _score(recipe: QualityRecipe, storage: Storage) -> dict:
     if failed:
         raise RuntimeError(f"{len(failed)} shard(s) not finished: {failed[0]['error']}")
     return stats
+
+
+def _unfinished(storage: Storage, ledger: str, keys) -> list[str]:
+    """``keys`` without ledger entries (one listing)."""
+    done = recorded(storage, ledger)
+    return [k for k in keys if k not in done]
 
 
 def _score_todo(recipe: QualityRecipe, storage: Storage, paths: dict[str, str], todo: list[str], ledger: str,

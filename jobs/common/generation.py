@@ -115,7 +115,7 @@ def _finish(storage: Storage, parts: str, key: str, finish: Callable[[str, list[
 
 def stream(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, shards: dict[str, str],
            make_requests, finish: Callable[[str, list[dict]], dict], session: list[str],
-           retried: list[dict] | None = None) -> None:
+           retried: list[dict]) -> None:
     """Run every request of ``shards`` (key -> input path) and finish each shard on a worker.
 
     ``finish(key, results)`` returns the shard's ledger entry; ``session`` receives the Ray session folder.
@@ -125,23 +125,13 @@ def stream(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, 
     ``ray.resources_wait_s`` for room for the engine); they are added to ``retried``. A cluster that shrinks
     more than ``MAX_REPLANS`` times in one run ends it.
     """
-    from jobs.common.shrink import MAX_REPLANS, ClusterShrank
+    from jobs.common.shrink import replanning
 
     session.append(start_ray(cluster))
-    todo = dict(shards)
-    for replans in range(MAX_REPLANS + 1):
-        done: set[str] = set()
-        try:
-            _stream_once(llm, cluster, storage, parts, todo, make_requests, finish, done)
-            return
-        except ClusterShrank as shrunk:
-            todo = {key: path for key, path in todo.items() if key not in done}
-            if replans == MAX_REPLANS:
-                raise RuntimeError(f"the cluster lost CPUs {replans + 1} times in one run (last, {shrunk}); "
-                                   "stopped") from shrunk
-            log.warning("%s: planning the %d unfinished shard(s) again for the nodes left", shrunk, len(todo))
-            if retried is not None:
-                retried += [{"shard": key, "error": f"unfinished when {shrunk}"} for key in todo]
+    done: set[str] = set()
+    replanning(lambda keys: _stream_once(llm, cluster, storage, parts, {k: shards[k] for k in keys}, make_requests,
+                                         finish, done),
+               list(shards), lambda keys: [k for k in keys if k not in done], retried, log)
 
 
 def _stream_once(llm: LLMConfig, cluster: LLMRayConfig, storage: Storage, parts: str, shards: dict[str, str],

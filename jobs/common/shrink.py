@@ -9,8 +9,9 @@ reaches the loop reading the dataset; the job then plans its unfinished shards a
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
 from ray.data._internal.execution.execution_callback import ExecutionCallback
@@ -58,3 +59,21 @@ def watching(cpus: float) -> Iterator[None]:
         yield
     finally:
         callbacks.remove(ShrinkWatch)
+
+
+def replanning(run: Callable[[Collection[str]], None], todo: Collection[str],
+               unfinished: Callable[[Collection[str]], Collection[str]], retried: list[dict],
+               log: logging.Logger) -> None:
+    """``run(todo)`` (shard keys); each time it raises :class:`ClusterShrank`, ``run`` again on ``unfinished(todo)``,
+    those shards added to ``retried``; a cluster that shrinks more than ``MAX_REPLANS`` times ends it in one line."""
+    for replans in range(MAX_REPLANS + 1):
+        try:
+            run(todo)
+            return
+        except ClusterShrank as shrunk:
+            todo = unfinished(todo)
+            if replans == MAX_REPLANS:
+                raise RuntimeError(f"the cluster lost CPUs {replans + 1} times in one run (last, {shrunk}); "
+                                   "stopped") from shrunk
+            log.warning("%s: planning the %d unfinished shard(s) again for the nodes left", shrunk, len(todo))
+            retried += [{"shard": key, "error": f"unfinished when {shrunk}"} for key in todo]
