@@ -19,6 +19,7 @@ from jobs.common.recipe import load_model
 from jobs.dedup import DedupRecipe, run
 from jobs.dedup.job import SPARK_LOG4J
 from operators.dedup.minhash import jaccard, shingle_sets
+from operators.dedup.spark_dedup import READ_BATCH
 from operators.schema import conform, output_schema
 from tests.conftest import ENGLISH, GERMAN, ROOT
 from tests.waiting import GENEROUS_S
@@ -91,6 +92,21 @@ def test_exact_and_fuzzy_on_a_small_set(tmp_path, spark):
         "fuzzy_duplicates": 1, "clusters": {"exact": 1, "fuzzy": 1}, "largest_cluster": 3, "shards": 3,
         "quarantined": [], "seconds": 0, "config": 0}
     assert json.loads((out / "_stats.json").read_text())["removed"] == 3
+
+
+def test_rows_past_the_first_read_batch_keep_their_row_in_the_file(tmp_path, spark):
+    """A file is read a batch at a time (``READ_BATCH`` rows): a duplicate pair far into it is named by the
+    kept row's place in the file, and every other row is kept in order."""
+    rows = [dict(id=f"r{i:05d}", text=f"document {i} says {i * 7919} things", url=f"https://x.example/{i}",
+                 date="2024-01-01T00:00:00Z") for i in range(READ_BATCH * 2 + 500)]
+    rows[-1]["text"] = rows[READ_BATCH + 300]["text"]
+    src = write_run(tmp_path / "filter", {"s0": rows})
+    stats = run(recipe(tmp_path, src), spark)
+    out = tmp_path / "dedup"
+    kept = rows[READ_BATCH + 300]["id"]
+    assert duplicates(out) == {rows[-1]["id"]: (f"{CRAWL}/s0#{READ_BATCH + 300}", kept, "exact")}
+    assert pq.read_table(out / CRAWL / "s0.parquet").column("id").to_pylist() == [r["id"] for r in rows[:-1]]
+    assert (stats["input"], stats["kept"]) == (len(rows), len(rows) - 1)
 
 
 def test_url_dedup_keeps_the_latest_capture(tmp_path, spark):

@@ -184,10 +184,13 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
     fs, first = storage.filesystem(good[0][1])
     schema = pq.read_schema(first, filesystem=fs)
     add, fields = sd.signature_columns(recipe.exact.model_dump(), recipe.minhash.model_dump())
-    meta = (sd.read_shards(spark, storage, good, schema, add, fields)
+    def columns(*names):
+        return pa.schema([f for f in schema if f.name in names])
+
+    meta = (sd.read_shards(spark, storage, good, columns("id", "url", "date", "text", "language"), add, fields)
             .select("_row", "id", "url", "date", F.concat_ws("/", "_crawl", "_shard").alias("shard"),
                     "_blank", "_exact", "_bands").persist())
-    texts = ["_row", "text"] + (["language"] if per_language else [])
+    texts = sd.read_shards(spark, storage, good, columns("text", *(["language"] if per_language else [])))
     docs = sd.read_shards(spark, storage, good, schema)
     pool = meta.where(~F.col("_blank"))  # null or whitespace-only texts are passed through, never deduped
 
@@ -202,8 +205,7 @@ def _run(recipe: DedupRecipe, spark, storage: Storage, files: list[str], started
     def fuzzy_edges(rows):
         edges = sd.candidate_edges(rows, recipe.minhash.max_pairs_bucket)
         if recipe.minhash.verify:
-            edges = sd.verified_edges(edges, docs.select(*texts), recipe.minhash.ngram, recipe.minhash.threshold,
-                                      per_language)
+            edges = sd.verified_edges(edges, texts, recipe.minhash.ngram, recipe.minhash.threshold, per_language)
         return edges.persist()
 
     dups = spark.createDataFrame([], sd.DUPLICATES_SCHEMA)

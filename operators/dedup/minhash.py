@@ -21,6 +21,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _P = np.uint64(0x100000001B3)
 _MAX = np.iinfo(np.uint64).max
 CHUNK_SHINGLES = 1 << 15  # shingles per (shingles x permutations) block, bounding memory
+CHUNK_BYTES = 1 << 21  # text bytes per word-hashing block, bounding memory
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -41,7 +42,11 @@ def normalized_words(texts: pa.Array) -> pa.ListArray:
 
 
 def word_hashes(words: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
-    """(64-bit hash per non-empty word, flattened; word offsets per document)."""
+    """(64-bit hash per non-empty word, flattened; word offsets per document).
+
+    Hashed ``CHUNK_BYTES`` of words at a time: the per-byte arrays take about 32 bytes per text byte, so
+    memory follows the chunk, not the batch.
+    """
     per_doc = np.diff(np.asarray(words.offsets, dtype=np.int64))
     flat = words.flatten()
     buf = np.frombuffer(flat.buffers()[1], dtype=np.int32)[flat.offset: flat.offset + len(flat) + 1]
@@ -51,14 +56,21 @@ def word_hashes(words: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     doc_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     if not keep.any():
         return np.zeros(0, np.uint64), doc_offsets
-    data = np.frombuffer(flat.buffers()[2], dtype=np.uint8)[buf[0]: buf[-1]].astype(np.uint64)
-    starts, lengths = (buf[:-1] - buf[0]).astype(np.int64)[keep], lengths[keep]
-    position = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+    raw = np.frombuffer(flat.buffers()[2], dtype=np.uint8)
+    starts, lengths = buf[:-1].astype(np.int64)[keep], lengths[keep]
     powers = np.full(int(lengths.max()), _P, dtype=np.uint64)
     powers[0] = 1
+    ends = np.cumsum(lengths)
+    cuts = np.unique(np.concatenate([[0], np.searchsorted(ends, np.arange(CHUNK_BYTES, ends[-1], CHUNK_BYTES)),
+                                     [len(starts)]]))
+    hashed = np.empty(len(starts), dtype=np.uint64)
     with np.errstate(over="ignore"):
         powers = np.cumprod(powers, dtype=np.uint64)
-        hashed = np.add.reduceat(data * powers[position], starts)
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):  # words lo..hi-1 lie back to back in ``raw``
+            first = starts[lo:hi] - starts[lo]
+            data = raw[starts[lo]: starts[hi - 1] + lengths[hi - 1]].astype(np.uint64)
+            position = np.arange(len(data), dtype=np.int64) - np.repeat(first, lengths[lo:hi])
+            hashed[lo:hi] = np.add.reduceat(data * powers[position], first)
     return mix64(hashed ^ lengths.astype(np.uint64)), doc_offsets
 
 

@@ -65,11 +65,32 @@ def check_files(spark: SparkSession, storage: Storage, files: list[str],
     return {r["path"]: r["reason"] for r in paths.mapInArrow(check, "path string, reason string").collect()}
 
 
+READ_BATCH = 2048  # rows per Arrow batch read from an input file and signed at once
+VERIFY_BATCH = 1024  # candidate pairs shingled at once
+READ_BUFFER = 8 << 20  # bytes read at a time from a column (one ranged GET on S3), so reading streams
+
+
+def _file_batches(storage: Storage, path: str, columns: list[str]):
+    """``path``'s record batches of ``columns`` (those it has), read as a stream: memory follows the batch,
+    not the file (shards are written as one row group). A file that cannot be read raises with its name."""
+    fs, inner = storage.filesystem(path)
+    try:
+        with fs.open_input_file(inner) as handle:
+            parquet = pq.ParquetFile(handle, buffer_size=READ_BUFFER, pre_buffer=False)
+            if parquet.metadata.num_rows >= 1 << 32:
+                raise RuntimeError(f"input file {path} has {parquet.metadata.num_rows} rows, over 2**32")
+            wanted = [c for c in columns if c in parquet.schema_arrow.names]
+            yield from parquet.iter_batches(batch_size=READ_BATCH, columns=wanted)
+    except (pa.ArrowException, OSError) as err:
+        raise RuntimeError(f"cannot read input file {path}: {err}") from err
+
+
 def read_shards(spark: SparkSession, storage: Storage, files: list[tuple[int, str]], schema: pa.Schema,
                 extra=None, extra_fields: tuple = ()) -> DataFrame:
-    """Every row of ``files`` ((index, path) pairs) plus ``_row``, ``_crawl``, ``_shard``.
+    """Every row of ``files`` ((index, path) pairs) in ``schema``'s columns, plus ``_row``, ``_crawl``, ``_shard``.
 
-    ``extra(table)`` adds columns. A file that cannot be read fails the job with its name.
+    ``extra(table)`` adds columns. Only ``schema``'s columns are read, a batch at a time. A file that cannot
+    be read fails the job with its name.
     """
     full = pa.schema(list(schema) + [pa.field("_row", pa.int64()), pa.field("_crawl", pa.string()),
                                      pa.field("_shard", pa.string())] + list(extra_fields))
@@ -77,22 +98,16 @@ def read_shards(spark: SparkSession, storage: Storage, files: list[tuple[int, st
     def read(batches):
         for batch in batches:
             for index, path in zip(batch.column("index").to_pylist(), batch.column("path").to_pylist(), strict=True):
-                fs, inner = storage.filesystem(path)
-                try:
-                    table = conform(pq.read_table(inner, filesystem=fs), schema)
-                except (pa.ArrowException, OSError) as err:
-                    raise RuntimeError(f"cannot read input file {path}: {err}") from err
-                if table.num_rows >= 1 << 32:
-                    raise RuntimeError(f"input file {path} has {table.num_rows} rows, over 2**32")
                 crawl, shard = shard_of(path)
-                table = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64) + (index << 32)))
-                table = table.append_column("_crawl", pa.repeat(pa.scalar(crawl), table.num_rows))
-                table = table.append_column("_shard", pa.repeat(pa.scalar(shard), table.num_rows))
-                for chunk in table.to_batches(max_chunksize=2048):
-                    chunk = pa.Table.from_batches([chunk])
-                    if extra is not None:
-                        chunk = extra(chunk)
-                    yield from chunk.to_batches()
+                start = index << 32
+                for part in _file_batches(storage, path, schema.names):
+                    table = conform(pa.Table.from_batches([part]), schema)
+                    rows = table.num_rows
+                    table = table.append_column("_row", pa.array(np.arange(start, start + rows, dtype=np.int64)))
+                    table = table.append_column("_crawl", pa.repeat(pa.scalar(crawl), rows))
+                    table = table.append_column("_shard", pa.repeat(pa.scalar(shard), rows))
+                    start += rows
+                    yield from (extra(table) if extra is not None else table).to_batches()
 
     paths = spark.createDataFrame(files, "index long, path string")
     return paths.repartition(max(1, len(files)), "path").mapInArrow(read, from_arrow_schema(full))
@@ -216,13 +231,15 @@ def verified_edges(edges: DataFrame, texts: DataFrame, ngram: int, threshold: fl
         pairs = pairs.where(F.col("a_language").eqNullSafe(F.col("b_language")))
 
     def score(batches):
-        for batch in batches:
-            table = pa.Table.from_batches([batch])
-            a = _shingles(table, "a", ngram, per_language)
-            b = _shingles(table, "b", ngram, per_language)
-            sims = pa.array([jaccard(x, y) for x, y in zip(a, b, strict=True)], pa.float64())
-            yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), sims],
-                                             names=["src", "dst", "jaccard"])
+        for whole in batches:  # Spark sends up to 10,000 pairs at once; shingled VERIFY_BATCH at a time
+            for start in range(0, whole.num_rows, VERIFY_BATCH):
+                batch = whole.slice(start, VERIFY_BATCH)
+                table = pa.Table.from_batches([batch])
+                a = _shingles(table, "a", ngram, per_language)
+                b = _shingles(table, "b", ngram, per_language)
+                sims = pa.array([jaccard(x, y) for x, y in zip(a, b, strict=True)], pa.float64())
+                yield pa.RecordBatch.from_arrays([batch.column("src"), batch.column("dst"), sims],
+                                                 names=["src", "dst", "jaccard"])
 
     columns = ["src", "dst", "a", "b"] + [f"{end}_language" for end in ("a", "b") if per_language]
     scored = pairs.select(*columns).mapInArrow(score, "src long, dst long, jaccard double")
