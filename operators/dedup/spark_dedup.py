@@ -67,19 +67,31 @@ def check_files(spark: SparkSession, storage: Storage, files: list[str],
 
 READ_BATCH = 2048  # rows per Arrow batch read from an input file and signed at once
 VERIFY_BATCH = 1024  # candidate pairs shingled at once
-READ_BUFFER = 8 << 20  # bytes read at a time from a column (one ranged GET on S3), so reading streams
+READ_BUFFER = 8 << 20  # bytes read at a time from a column of a big file (one ranged GET on S3)
+WHOLE_READ = 32 << 20  # up to this many compressed bytes (the columns read) are fetched at once, coalesced
+
+
+def _compressed_bytes(meta: pq.FileMetaData, columns: list[str]) -> int:
+    """The compressed bytes of ``columns`` over every row group."""
+    groups = (meta.row_group(g) for g in range(meta.num_row_groups))
+    chunks = (group.column(c) for group in groups for c in range(group.num_columns))
+    return sum(chunk.total_compressed_size for chunk in chunks if chunk.path_in_schema.split(".")[0] in columns)
 
 
 def _file_batches(storage: Storage, path: str, columns: list[str]):
-    """``path``'s record batches of ``columns`` (those it has), read as a stream: memory follows the batch,
-    not the file (shards are written as one row group). A file that cannot be read raises with its name."""
+    """``path``'s record batches of ``columns`` (those it has). A file whose columns hold up to ``WHOLE_READ``
+    compressed bytes is fetched in as few requests as Arrow can coalesce; a bigger one is read as a stream,
+    ``READ_BUFFER`` (or one bigger page) per column at a time, so memory follows the batch, not the file
+    (shards are written as one row group). A file that cannot be read raises with its name."""
     fs, inner = storage.filesystem(path)
     try:
         with fs.open_input_file(inner) as handle:
-            parquet = pq.ParquetFile(handle, buffer_size=READ_BUFFER, pre_buffer=False)
-            if parquet.metadata.num_rows >= 1 << 32:
-                raise RuntimeError(f"input file {path} has {parquet.metadata.num_rows} rows, over 2**32")
-            wanted = [c for c in columns if c in parquet.schema_arrow.names]
+            meta = pq.read_metadata(handle)
+            if meta.num_rows >= 1 << 32:
+                raise RuntimeError(f"input file {path} has {meta.num_rows} rows, over 2**32")
+            wanted = [c for c in columns if c in meta.schema.to_arrow_schema().names]
+            whole = _compressed_bytes(meta, wanted) <= WHOLE_READ
+            parquet = pq.ParquetFile(handle, metadata=meta, pre_buffer=whole, buffer_size=0 if whole else READ_BUFFER)
             yield from parquet.iter_batches(batch_size=READ_BATCH, columns=wanted)
     except (pa.ArrowException, OSError) as err:
         raise RuntimeError(f"cannot read input file {path}: {err}") from err
