@@ -18,6 +18,7 @@ from operators.export.kinds import kind_of
 from operators.export.phases import FINAL, phase_numbers
 from operators.export.tokenize import ExportTokenizer
 from operators.io.ledger import commit_entry
+from operators.io.parquet_batches import file_batches
 from operators.io.storage import Storage, join
 
 META = ("synth_task", "synth_prompt", "language", "quality_label", "quality_bucket", "rehydration_repeats")
@@ -104,15 +105,11 @@ def tokenize_file(raw: dict, key: str, uri: str, settings: str) -> dict:
     storage = Storage(**recipe.storage.model_dump())
     tokenizer = ExportTokenizer(recipe.tokenizer, recipe.eos, recipe.fast_bpe)
     identity = storage.stat(uri)
-    fs, inner = storage.filesystem(uri)
     bad: Counter = Counter()
     copies, read = _Copies(), 0
-    with fs.open_input_file(inner) as f:
-        parquet = pq.ParquetFile(f)
-        wanted = [c for c in ("id", "text", *META) if c in parquet.schema_arrow.names]
-        for batch in parquet.iter_batches(batch_size=recipe.batch_size, columns=wanted):
-            read += batch.num_rows
-            _batch(recipe, tokenizer, batch, bad, copies)
+    for batch in file_batches(storage, uri, ["id", "text", *META], recipe.batch_size):
+        read += batch.num_rows
+        _batch(recipe, tokenizer, batch, bad, copies)
     paths = cache_paths(recipe.output, key)
     tokens, length_of, rows, keys = _flat(copies)
     order = np.lexsort((np.arange(len(keys)), keys))

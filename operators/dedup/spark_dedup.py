@@ -31,6 +31,7 @@ from operators.dedup.minhash import (
 from operators.dedup.spark_components import connected_components
 from operators.filters.languages import rows_by_language
 from operators.io.layout import shard_of
+from operators.io.parquet_batches import file_batches
 from operators.io.storage import Storage, discard, join
 from operators.schema import conform
 
@@ -67,34 +68,6 @@ def check_files(spark: SparkSession, storage: Storage, files: list[str],
 
 READ_BATCH = 2048  # rows per Arrow batch read from an input file and signed at once
 VERIFY_BATCH = 1024  # candidate pairs shingled at once
-READ_BUFFER = 8 << 20  # bytes read at a time from a column of a big file (one ranged GET on S3)
-WHOLE_READ = 32 << 20  # up to this many compressed bytes (the columns read) are fetched at once, coalesced
-
-
-def _compressed_bytes(meta: pq.FileMetaData, columns: list[str]) -> int:
-    """The compressed bytes of ``columns`` over every row group."""
-    groups = (meta.row_group(g) for g in range(meta.num_row_groups))
-    chunks = (group.column(c) for group in groups for c in range(group.num_columns))
-    return sum(chunk.total_compressed_size for chunk in chunks if chunk.path_in_schema.split(".")[0] in columns)
-
-
-def _file_batches(storage: Storage, path: str, columns: list[str]):
-    """``path``'s record batches of ``columns`` (those it has). A file whose columns hold up to ``WHOLE_READ``
-    compressed bytes is fetched in as few requests as Arrow can coalesce; a bigger one is read as a stream,
-    ``READ_BUFFER`` (or one bigger page) per column at a time, so memory follows the batch, not the file
-    (shards are written as one row group). A file that cannot be read raises with its name."""
-    fs, inner = storage.filesystem(path)
-    try:
-        with fs.open_input_file(inner) as handle:
-            meta = pq.read_metadata(handle)
-            if meta.num_rows >= 1 << 32:
-                raise RuntimeError(f"input file {path} has {meta.num_rows} rows, over 2**32")
-            wanted = [c for c in columns if c in meta.schema.to_arrow_schema().names]
-            whole = _compressed_bytes(meta, wanted) <= WHOLE_READ
-            parquet = pq.ParquetFile(handle, metadata=meta, pre_buffer=whole, buffer_size=0 if whole else READ_BUFFER)
-            yield from parquet.iter_batches(batch_size=READ_BATCH, columns=wanted)
-    except (pa.ArrowException, OSError) as err:
-        raise RuntimeError(f"cannot read input file {path}: {err}") from err
 
 
 def read_shards(spark: SparkSession, storage: Storage, files: list[tuple[int, str]], schema: pa.Schema,
@@ -112,9 +85,11 @@ def read_shards(spark: SparkSession, storage: Storage, files: list[tuple[int, st
             for index, path in zip(batch.column("index").to_pylist(), batch.column("path").to_pylist(), strict=True):
                 crawl, shard = shard_of(path)
                 start = index << 32
-                for part in _file_batches(storage, path, schema.names):
+                for part in file_batches(storage, path, schema.names, READ_BATCH):
                     table = conform(pa.Table.from_batches([part]), schema)
                     rows = table.num_rows
+                    if start + rows >= (index + 1) << 32:
+                        raise RuntimeError(f"input file {path} has 2**32 rows or more")
                     table = table.append_column("_row", pa.array(np.arange(start, start + rows, dtype=np.int64)))
                     table = table.append_column("_crawl", pa.repeat(pa.scalar(crawl), rows))
                     table = table.append_column("_shard", pa.repeat(pa.scalar(shard), rows))

@@ -1,5 +1,5 @@
-"""Dedup's input reading: the same rows whether a file is fetched whole or streamed, and what each costs in S3
-requests (counted by a proxy in front of the real local S3 server)."""
+"""Reading input files a batch at a time (dedup, export): the same rows whether a file is fetched whole or
+streamed, and what each costs in S3 requests (counted by a proxy in front of the real local S3 server)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from operators.dedup import spark_dedup as sd
+from operators.dedup.spark_dedup import READ_BATCH
+from operators.io import parquet_batches as pb
 from operators.io.storage import Storage
 from tests.faults import CountingProxy
 
@@ -34,14 +35,14 @@ def shard(s3_server, s3_client):
 
 
 def read(storage: Storage, columns: list[str]) -> pa.Table:
-    return pa.Table.from_batches(list(sd._file_batches(storage, "s3://reading/in/s0.parquet", columns)))
+    return pa.Table.from_batches(list(pb.file_batches(storage, "s3://reading/in/s0.parquet", columns, READ_BATCH)))
 
 
 def test_a_small_file_is_fetched_whole_in_one_data_request(shard):
     table, storage, proxy, _ = shard
     got = read(storage, ["id", "text", "language"])  # a column the file lacks is left out
     assert got.equals(table.select(["id", "text"]))
-    assert max(len(b) for b in sd._file_batches(storage, "s3://reading/in/s0.parquet", ["id"])) == sd.READ_BATCH
+    assert max(len(b) for b in pb.file_batches(storage, "s3://reading/in/s0.parquet", ["id"], READ_BATCH)) == READ_BATCH
     proxy.reset()
     read(storage, ["id", "text"])
     assert proxy.counts() == {"GET": 2, "PUT": 0, "HEAD": 1, "LIST": 0, "POST": 0, "DELETE": 0}  # footer, data
@@ -49,17 +50,17 @@ def test_a_small_file_is_fetched_whole_in_one_data_request(shard):
 
 def test_a_big_file_is_streamed_a_buffer_at_a_time_with_the_same_rows(shard, monkeypatch):
     table, storage, proxy, meta = shard
-    monkeypatch.setattr(sd, "WHOLE_READ", 0)
-    monkeypatch.setattr(sd, "READ_BUFFER", 128 << 10)
+    monkeypatch.setattr(pb, "WHOLE_READ", 0)
+    monkeypatch.setattr(pb, "READ_BUFFER", 128 << 10)
     proxy.reset()
     assert read(storage, ["id", "text"]).equals(table.select(["id", "text"]))
-    text = sd._compressed_bytes(meta, ["text"])
-    assert text > 8 * sd.READ_BUFFER
-    assert proxy.counts()["GET"] >= text // sd.READ_BUFFER  # at most a buffer of the text column per request
+    text = pb.compressed_bytes(meta, ["text"])
+    assert text > 8 * pb.READ_BUFFER
+    assert proxy.counts()["GET"] >= text // pb.READ_BUFFER  # at most a buffer of the text column per request
 
 
 def test_an_unreadable_file_is_named(shard, s3_client):
     _, storage, _, _ = shard
     s3_client.put_object(Bucket="reading", Key="in/bad.parquet", Body=b"not parquet at all")
     with pytest.raises(RuntimeError, match="cannot read input file s3://reading/in/bad.parquet"):
-        list(sd._file_batches(storage, "s3://reading/in/bad.parquet", ["id"]))
+        list(pb.file_batches(storage, "s3://reading/in/bad.parquet", ["id"], READ_BATCH))
