@@ -164,7 +164,7 @@ def _wait_ready(master, ui: str, workers: list, timeout_s: float) -> None:
         if len(ready) == len(workers) and not all(alive):
             tail = next(ray.get(w.log_tail.remote()) for w, ok in zip(workers, alive, strict=True) if not ok)
             raise RuntimeError(f"spark.master=ray: a Spark worker exited: {tail.strip().splitlines()[-1:]}")
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # a master still starting may answer no JSON
             registered = _alive_workers(ui)
             if registered == len(workers):
                 return
